@@ -1,0 +1,16 @@
+"""The reference backend: the pure-PyTorch truth, usable everywhere, for every size and dtype."""
+from __future__ import annotations
+
+from .. import reference
+
+
+def unavailable_reason():
+    return None
+
+
+def unsupported_reason(op, device, dtype, sizes):
+    return None
+
+
+entity_attention = reference.entity_attention
+routed_merge = reference.routed_merge
