@@ -1,0 +1,6 @@
+"""nn.Modules of Micro-DualNet. Every module takes ``backend`` and computes the same function on each."""
+from .dual_path_block import BlockOutput, DualPathBlock
+from .entity_layer import EntityLayer
+from .mac_loss import MACLoss
+
+__all__ = ["EntityLayer", "DualPathBlock", "BlockOutput", "MACLoss"]
