@@ -1,0 +1,253 @@
+"""The ``triton`` backend: fused Triton kernels registered as PyTorch ops (design.md §2.4).
+
+Ops (namespace ``mdn_fast_triton``), each a ``torch.library.triton_op`` whose Python body allocates its
+outputs and launches through ``wrap_triton`` (so its fake impl is the same body, traced, and
+``torch.compile`` sees the kernels), with ``register_autograd`` pointing at a backward op:
+- ``entity_attention(q, k, v, int[] axes, Tensor? mask, float scale) -> (o, lse)``; axes: 0 spatial,
+  1 temporal; ``o [P, B, T, K, H, Dh]`` contiguous in q's dtype, ``lse [P, B, T, K, H]`` float32 (base 2).
+- ``entity_attention_backward(do, q, k, v, lse, axes, mask, scale) -> (dq, dk, dv)``, contiguous.
+- ``routed_merge(x_st, x_ts, weight, bias, float tau, Tensor? mask) -> (y, alpha)``.
+- ``routed_merge_backward(dy, dalpha, x_st, x_ts, weight, alpha, float tau, mask) -> (dx_st, dx_ts,
+  dweight, dbias)``.
+
+Devices: CUDA tensors where Triton has a GPU driver; CPU tensors only through the Triton interpreter,
+i.e. when ``TRITON_INTERPRET=1`` was set before ``triton`` was first imported (``import mdn_fast``
+imports it; Triton fixes the flavour of its standard library then: see ``mdn_fast.kernels.triton``).
+Nothing here touches a GPU at import; the driver is looked up on the first CUDA call. Under the
+interpreter a kernel cannot be captured into a graph, so there the ops stay opaque to functionalization
+(the kernels run when the graph runs) instead of being decomposed. Every result is deterministic (no
+atomics anywhere).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .._debug import new_output
+from .._limits import AXES, fused_size_reason
+
+try:
+    import triton  # noqa: F401
+    from torch.library import triton_op, wrap_triton
+    from ..kernels import triton as _kt
+    from ..kernels.triton import entity_attention as _ea
+    from ..kernels.triton import routed_merge as _rm
+    _IMPORT_ERROR = None
+except Exception as e:  # triton missing or torch < 2.6: the backend reports why and is never called
+    _IMPORT_ERROR = f"{type(e).__name__}: {e}"
+
+_SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_gpu_driver_reason_cache: list = []
+
+
+def _gpu_driver_reason() -> str | None:
+    """Why Triton cannot launch on CUDA here (None when it can). Queries the driver once, lazily."""
+    if not _gpu_driver_reason_cache:
+        try:
+            from triton.runtime import driver
+            driver.active.get_current_target()
+            _gpu_driver_reason_cache.append(None)
+        except Exception as e:
+            _gpu_driver_reason_cache.append(f"Triton has no GPU driver here ({type(e).__name__}: {e})")
+    return _gpu_driver_reason_cache[0]
+
+
+def unavailable_reason() -> str | None:
+    if _IMPORT_ERROR is not None:
+        return f"triton backend not importable ({_IMPORT_ERROR})"
+    if not _kt.interpreting() and not torch.cuda.is_available():
+        return ("no CUDA device for Triton, and Triton was imported without TRITON_INTERPRET=1 (CPU runs need "
+                "the interpreter: set it before importing mdn_fast)")
+    return None
+
+
+def unsupported_reason(op: str, device, dtype, sizes: dict) -> str | None:
+    if _IMPORT_ERROR is not None:
+        return unavailable_reason()
+    if dtype not in _SUPPORTED_DTYPES:
+        return f"dtype {dtype} is not supported by the Triton kernels (float32, float16, bfloat16)"
+    why = fused_size_reason(sizes["T"], sizes["K"], sizes.get("Dh"))
+    if why:
+        return why
+    device = torch.device(device)
+    if _kt.interpreting():
+        if device.type not in ("cpu", "cuda"):
+            return f"the Triton interpreter runs CPU or CUDA tensors, got device {device}"
+        if op == "entity_attention" and dtype == torch.bfloat16:
+            return "the Triton interpreter's bf16 tl.dot is wrong upstream: bf16 runs on a GPU only"
+        return None
+    if device.type == "cpu":
+        return ("CPU tensors run on the Triton backend only through the interpreter (TRITON_INTERPRET=1 set "
+                "before triton is first imported, i.e. before importing mdn_fast)")
+    if device.type != "cuda":
+        return f"the Triton backend runs CUDA tensors, got device {device}"
+    return _gpu_driver_reason()
+
+
+def _is_fake(x: torch.Tensor) -> bool:
+    from torch._subclasses.fake_tensor import is_fake
+    return is_fake(x)
+
+
+def _launch(kernel, grid, *args, **kwargs):
+    """Launch ``kernel`` (a JITFunction) through ``wrap_triton``. Interpreted kernels cannot be traced: they
+    launch directly, and not at all on fake tensors (the fake impl only needs the outputs' metadata)."""
+    k = _kt.kernel(kernel)
+    if k is kernel:
+        wrap_triton(k)[grid](*args, **kwargs)
+    elif not any(isinstance(a, torch.Tensor) and _is_fake(a) for a in args):
+        k[grid](*args, **kwargs)  # interpreted: launched directly (older torch's wrap_triton refuses it)
+
+
+def _keep_opaque_under_interpreter(op) -> None:
+    """Under the interpreter, functionalization must not decompose ``op`` into its (untraceable) kernel
+    launch; keep the op whole in the graph instead. Compiled kernels keep torch's decomposition."""
+    try:
+        from torch._subclasses.functional_tensor import FunctionalTensorMode
+        decomp = op._torch_dispatch_fns[FunctionalTensorMode]  # set by triton_op (torch >= 2.6)
+    except Exception:  # layout of CustomOpDef changed: leave torch's behaviour
+        return
+
+    def dispatch(mode, func, types, args, kwargs):
+        if _kt.interpreting():
+            return mode.__torch_dispatch__(func, types, args, kwargs)
+        return decomp(mode, func, types, args, kwargs)
+
+    op.register_torch_dispatch(FunctionalTensorMode, dispatch)
+
+
+def _strides(x: torch.Tensor):
+    return tuple(x.stride())
+
+
+def _mask_arg(mask: Optional[torch.Tensor], like: torch.Tensor):
+    """(pointer tensor, strides [3]) for an optional bool mask [B, T, K]; uint8 view, no copy."""
+    if mask is None:
+        return like, (0, 0, 0)
+    return mask.view(torch.uint8), _strides(mask)
+
+
+if _IMPORT_ERROR is None:
+
+    # ---------------------------------------------------------------- entity_attention
+    @triton_op("mdn_fast_triton::entity_attention", mutates_args=())
+    def _entity_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, axes: list[int],
+                             mask: Optional[torch.Tensor], scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        P, B, T, K, H, Dh = q.shape
+        o = new_output((P, B, T, K, H, Dh), q.dtype, q.device)
+        lse = new_output((P, B, T, K, H), torch.float32, q.device)
+        cfg = _ea.launch_config(T, K, Dh, axes, q.dtype == torch.float32)
+        m_arg, m_str = _mask_arg(mask, q)
+        grid = (B * H * cfg["NGB"], P)
+        _launch(_ea.ea_fwd_kernel, grid, q, k, v, o, lse, m_arg,
+                *_strides(q), *_strides(k), *_strides(v), *_strides(o), *_strides(lse), *m_str,
+                T, K, H, Dh, cfg["NGB"], cfg["axes_bits"], scale * _ea.LOG2E,
+                HAS_MASK=mask is not None, BLOCK_R=cfg["BLOCK_R"], BLOCK_D=cfg["BLOCK_D"],
+                DOT_PREC=cfg["DOT_PREC"], num_warps=cfg["num_warps"])
+        return o, lse
+
+    @triton_op("mdn_fast_triton::entity_attention_backward", mutates_args=())
+    def _entity_attention_backward_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                      lse: torch.Tensor, axes: list[int],
+                                      mask: Optional[torch.Tensor], scale: float
+                                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        P, B, T, K, H, Dh = q.shape
+        dq, dk, dv = (new_output((P, B, T, K, H, Dh), q.dtype, q.device) for _ in range(3))
+        cfg = _ea.launch_config(T, K, Dh, axes, q.dtype == torch.float32)
+        m_arg, m_str = _mask_arg(mask, q)
+        grid = (B * H * cfg["NGB"], P)
+        _launch(_ea.ea_bwd_kernel, grid, q, k, v, do, lse, m_arg, dq, dk, dv,
+                *_strides(q), *_strides(k), *_strides(v), *_strides(do), *_strides(dq),
+                *_strides(lse), *m_str,
+                T, K, H, Dh, cfg["NGB"], cfg["axes_bits"], scale * _ea.LOG2E, scale,
+                HAS_MASK=mask is not None, BLOCK_R=cfg["BLOCK_R"], BLOCK_D=cfg["BLOCK_D"],
+                DOT_PREC=cfg["DOT_PREC"], num_warps=cfg["num_warps"])
+        return dq, dk, dv
+
+    def _ea_setup_context(ctx, inputs, output):
+        q, k, v, axes, mask, scale = inputs
+        _, lse = output
+        ctx.save_for_backward(q, k, v, lse, mask)
+        ctx.axes, ctx.scale = axes, scale
+
+    def _ea_backward(ctx, do, dlse):
+        # lse is an internal by-product: its gradient is ignored (nothing downstream uses it).
+        q, k, v, lse, mask = ctx.saved_tensors
+        if do is None:
+            return None, None, None, None, None, None
+        dq, dk, dv = _entity_attention_backward_op(do, q, k, v, lse, ctx.axes, mask, ctx.scale)
+        return dq, dk, dv, None, None, None
+
+    _entity_attention_op.register_autograd(_ea_backward, setup_context=_ea_setup_context)
+    _keep_opaque_under_interpreter(_entity_attention_op)
+    _keep_opaque_under_interpreter(_entity_attention_backward_op)
+
+    # ---------------------------------------------------------------- routed_merge
+    @triton_op("mdn_fast_triton::routed_merge", mutates_args=())
+    def _routed_merge_op(x_st: torch.Tensor, x_ts: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                         tau: float, mask: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T, K, D = x_st.shape
+        y = new_output((B, T, K, D), x_st.dtype, x_st.device)
+        alpha = new_output((B, K, 2), torch.float32, x_st.device)
+        cfg = _rm.launch_config(T, D)
+        m_arg, m_str = _mask_arg(mask, x_st)
+        _launch(_rm.rm_fwd_kernel, (B * K,), x_st, x_ts, weight, bias, m_arg, y, alpha,
+                *_strides(x_st), *_strides(x_ts), *_strides(y), *_strides(weight), *_strides(bias),
+                *m_str, *_strides(alpha), T, K, D, 1.0 / tau,
+                HAS_MASK=mask is not None, SINGLE=cfg["SINGLE"], BLOCK_T=cfg["BLOCK_T"],
+                BLOCK_D=cfg["BLOCK_D"], num_warps=cfg["num_warps"])
+        return y, alpha
+
+    @triton_op("mdn_fast_triton::routed_merge_backward", mutates_args=())
+    def _routed_merge_backward_op(dy: torch.Tensor, dalpha: torch.Tensor, x_st: torch.Tensor,
+                                  x_ts: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, tau: float,
+                                  mask: Optional[torch.Tensor]
+                                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, T, K, D = x_st.shape
+        dx_st, dx_ts = (new_output((B, T, K, D), x_st.dtype, x_st.device) for _ in range(2))
+        dlogits = new_output((B, K, 2), torch.float32, x_st.device)
+        pooled = new_output((B, K, 2 * D), torch.float32, x_st.device)
+        cfg = _rm.launch_config(T, D)
+        m_arg, m_str = _mask_arg(mask, x_st)
+        _launch(_rm.rm_bwd_kernel, (B * K,), dy, dalpha, x_st, x_ts, weight, alpha, m_arg,
+                dx_st, dx_ts, dlogits, pooled,
+                *_strides(dy), *_strides(x_st), *_strides(x_ts), *_strides(dx_st), *_strides(weight),
+                *m_str, *_strides(alpha), *_strides(dalpha), T, K, D, 1.0 / tau,
+                HAS_MASK=mask is not None, SINGLE=cfg["SINGLE"], BLOCK_T=cfg["BLOCK_T"],
+                BLOCK_D=cfg["BLOCK_D"], num_warps=cfg["num_warps"])
+        # Router grads reduced over clips by torch (deterministic): dW[k] = dlogits[:, k]^T @ pooled[:, k].
+        dweight = torch.bmm(dlogits.permute(1, 2, 0), pooled.permute(1, 0, 2)).to(weight.dtype)
+        dbias = dlogits.sum(dim=0).to(weight.dtype)
+        return dx_st, dx_ts, dweight, dbias
+
+    def _rm_setup_context(ctx, inputs, output):
+        x_st, x_ts, weight, bias, tau, mask = inputs
+        _, alpha = output
+        ctx.save_for_backward(x_st, x_ts, weight, alpha, mask)
+        ctx.tau, ctx.bias_dtype = tau, bias.dtype
+
+    def _rm_backward(ctx, dy, dalpha):
+        x_st, x_ts, weight, alpha, mask = ctx.saved_tensors
+        if dy is None:
+            dy = torch.zeros_like(x_st)
+        if dalpha is None:
+            dalpha = torch.zeros_like(alpha)
+        dx_st, dx_ts, dweight, dbias = _routed_merge_backward_op(dy, dalpha, x_st, x_ts, weight, alpha,
+                                                                 ctx.tau, mask)
+        return dx_st, dx_ts, dweight, dbias.to(ctx.bias_dtype), None, None
+
+    _routed_merge_op.register_autograd(_rm_backward, setup_context=_rm_setup_context)
+    _keep_opaque_under_interpreter(_routed_merge_op)
+    _keep_opaque_under_interpreter(_routed_merge_backward_op)
+
+
+def entity_attention(q, k, v, axes, mask, scale):
+    """Backend entry (arguments validated by ``ops._checks``): ``[P, B, T, K, H, Dh]`` -> o, contiguous."""
+    codes = [AXES.index(a) for a in axes]
+    return torch.ops.mdn_fast_triton.entity_attention(q, k, v, codes, mask, float(scale))[0]
+
+
+def routed_merge(x_st, x_ts, weight, bias, tau, mask):
+    """Backend entry (arguments validated by ``ops._checks``): returns ``(y, alpha float32)``."""
+    return torch.ops.mdn_fast_triton.routed_merge(x_st, x_ts, weight, bias, float(tau), mask)
