@@ -1,0 +1,94 @@
+// Argument blocks of the kernels (host and device alike): raw pointers, element strides and sizes.
+// The torch layer fills them; the kernels read nothing else.
+#pragma once
+
+#include <cstdint>
+
+#include "dtype.h"
+#include "group_index.h"
+
+namespace mdn {
+
+// Largest sizes the kernels take (mirrors mdn_fast/_limits.py: MAX_K, MAX_T, MAX_DH).
+constexpr int kMaxMembers = 64;  // members of one attention group: max(MAX_K = 16, MAX_T = 64)
+constexpr int kMaxDh = 128;
+
+struct EntityAttentionShape {
+  int P;
+  int64_t B, T, K, H, Dh;
+  uint64_t temporal_bits;  // bit p set: path p attends along time (else across entities)
+};
+
+// Forward: out = softmax(scale * q k^T, masked) v per (path, clip, group, head).
+//   q, k, v : [P, B, T, K, H, Dh], any strides, element type `dtype`
+//   mask    : [B, T, K] bytes (0 = absent key), any strides, or null (all present)
+//   out     : [P, B, T, K, H, Dh] contiguous, `dtype`
+//   lse     : [P, B, T, K, H] contiguous, accumulation type (float; double for Float64),
+//             log-sum-exp of the scaled scores of each query row; -inf where the group has no key
+struct EntityAttentionFwdArgs {
+  EntityAttentionShape shape;
+  DType dtype;
+  const void *q, *k, *v;
+  Strides6 sq, sk, sv;
+  const uint8_t* mask;
+  Strides3 sm;
+  double scale;
+  void* out;
+  void* lse;
+};
+
+// Backward: dq, dk, dv (contiguous [P, B, T, K, H, Dh], `dtype`) from dout (any strides) and the
+// forward's lse. Rows of a group with no present key get zero gradient.
+struct EntityAttentionBwdArgs {
+  EntityAttentionShape shape;
+  DType dtype;
+  const void *q, *k, *v, *dout;
+  Strides6 sq, sk, sv, sdo;
+  const void* lse;
+  const uint8_t* mask;
+  Strides3 sm;
+  double scale;
+  void *dq, *dk, *dv;
+};
+
+// Strides of a [B, T, K, D] tensor (in elements).
+struct Strides4 {
+  int64_t b, t, k, d;
+};
+
+// routed_merge forward, one pass per (b, k):
+//   x_st, x_ts : [B, T, K, D], any strides, `dtype`
+//   weight     : [K, 2, 2D] contiguous, accumulation type; bias: [K, 2] contiguous, accumulation type
+//   mask       : [B, T, K] bytes or null
+//   y          : [B, T, K, D] contiguous, `dtype`;  alpha: [B, K, 2] contiguous, accumulation type
+struct RoutedMergeFwdArgs {
+  int64_t B, T, K, D;
+  DType dtype;
+  const void *x_st, *x_ts;
+  Strides4 s_st, s_ts;
+  const void *weight, *bias;
+  const uint8_t* mask;
+  Strides3 sm;
+  double tau;
+  void *y, *alpha;
+};
+
+// routed_merge backward. dy: [B, T, K, D] any strides, `dtype`; dalpha: [B, K, 2] contiguous, acc.
+// Outputs: dx_st, dx_ts [B, T, K, D] contiguous `dtype`; dweight [K, 2, 2D], dbias [K, 2] contiguous acc.
+// Scratch (acc type, given by the caller so device code allocates nothing):
+//   dlogits [B, K, 2], pooled [B, K, 2D]: per-(b, k) partials, reduced over b afterwards in a fixed
+//   order, so the weight gradient is deterministic.
+struct RoutedMergeBwdArgs {
+  int64_t B, T, K, D;
+  DType dtype;
+  const void *x_st, *x_ts, *dy;
+  Strides4 s_st, s_ts, s_dy;
+  const void *weight, *alpha, *dalpha;
+  const uint8_t* mask;
+  Strides3 sm;
+  double tau;
+  void *dx_st, *dx_ts, *dweight, *dbias;
+  void *scratch_dlogits, *scratch_pooled;
+};
+
+}  // namespace mdn

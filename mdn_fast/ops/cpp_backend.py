@@ -1,0 +1,168 @@
+"""The ``cpp`` backend: the compiled extension ``mdn_fast._C`` (csrc/), CPU kernels and, when built with
+CUDA, CUDA kernels, registered as the torch ops ``torch.ops.mdn_fast.*``.
+
+Ops (schemas in csrc/ops.cpp):
+- ``entity_attention_fwd(q, k, v, axes: int[], mask, scale) -> (out, lse)``: q, k, v ``[P, B, T, K, H, Dh]``
+  any strides; axes 0 = spatial, 1 = temporal; out contiguous in q's dtype; lse ``[P, B, T, K, H]`` in the
+  accumulation dtype (the backward's saved softmax statistics).
+- ``entity_attention_bwd(grad_out, q, k, v, lse, axes, mask, scale) -> (dq, dk, dv)``.
+- ``routed_merge_fwd(x_st, x_ts, weight, bias, tau, mask) -> (y, alpha)``: weight ``[K, 2, 2D]`` and bias
+  ``[K, 2]`` in the accumulation dtype (this wrapper casts them; autograd casts the gradients back).
+- ``routed_merge_bwd(grad_y, grad_alpha, x_st, x_ts, weight, alpha, tau, mask) -> (dx_st, dx_ts, dweight, dbias)``.
+- ``build_info() -> str``: ``key=value`` lines: ``cpu=1``, ``cuda=0|1``, ``cuda_archs=8.0;9.0+PTX``, ``openmp=0|1``.
+
+The forward ops carry fake (meta) implementations and ``register_autograd`` wiring, so they work under
+autograd, ``torch.compile`` and ``torch.library.opcheck``. Outputs are NaN-filled under
+``MDN_FAST_POISON=1`` (the C++ side follows ``mdn_fast._debug.new_output``).
+
+Importing this module never fails: when ``_C`` is missing or cannot load, ``unavailable_reason()`` says
+why and the package runs on its other backends. ``MDN_FAST_DISABLE_C=1`` skips loading it (tests).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+
+import torch
+
+from .._limits import acc_dtype, fused_size_reason
+
+_AXIS_CODE = {"spatial": 0, "temporal": 1}
+_MAX_PATHS = 64  # csrc/common/group_index.h: kMaxPaths (the axes travel as a 64-bit mask)
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _load() -> str | None:
+    """Load ``mdn_fast._C`` (its static initialisers register the ops); the reason on failure."""
+    if os.environ.get("MDN_FAST_DISABLE_C", "0") == "1":
+        return "disabled by MDN_FAST_DISABLE_C=1"
+    try:
+        spec = importlib.util.find_spec("mdn_fast._C")
+    except (ImportError, ValueError) as e:
+        return f"mdn_fast._C cannot be found: {type(e).__name__}: {e}"
+    if spec is None:
+        return ("mdn_fast._C is not built: install with `pip install --no-build-isolation -e .` "
+                "(torch importable at build time, MDN_FAST_BUILD_EXT not 0)")
+    try:
+        importlib.import_module("mdn_fast._C")
+    except Exception as e:  # e.g. built against another torch: undefined symbols
+        return f"mdn_fast._C failed to load: {type(e).__name__}: {e}"
+    if not hasattr(torch.ops.mdn_fast, "entity_attention_fwd"):
+        return "mdn_fast._C loaded but registered no mdn_fast ops"
+    return None
+
+
+_LOAD_ERROR = _load()
+
+
+def unavailable_reason() -> str | None:
+    return _LOAD_ERROR
+
+
+def build_info() -> dict[str, str]:
+    """What ``_C`` was built with, e.g. ``{"cpu": "1", "cuda": "1", "cuda_archs": "8.0;9.0+PTX"}``
+    (empty when it is unavailable)."""
+    if _LOAD_ERROR is not None:
+        return {}
+    info = torch.ops.mdn_fast.build_info()
+    return dict(line.split("=", 1) for line in info.splitlines() if "=" in line)
+
+
+def built_with_cuda() -> bool:
+    return build_info().get("cuda") == "1"
+
+
+def unsupported_reason(op, device, dtype, sizes) -> str | None:
+    if _LOAD_ERROR is not None:
+        return _LOAD_ERROR
+    device = torch.device(device)
+    if device.type == "cuda" and not built_with_cuda():
+        return "mdn_fast._C was built without CUDA kernels (CPU only); rebuild with a CUDA toolkit and MDN_FAST_CUDA=1"
+    if device.type not in ("cpu", "cuda"):
+        return f"no kernels for device type {device.type!r} (cpu and cuda only)"
+    if dtype not in _DTYPES:
+        return f"dtype {dtype} is not supported (float32, float16, bfloat16, float64)"
+    if op == "entity_attention":
+        if sizes.get("P", 1) > _MAX_PATHS:
+            return f"P = {sizes['P']} paths exceeds the kernels' limit P <= {_MAX_PATHS}"
+        return fused_size_reason(sizes["T"], sizes["K"], sizes.get("Dh"))
+    if op == "routed_merge":
+        return None
+    return f"unknown op {op!r}"
+
+
+def entity_attention(q, k, v, axes, mask, scale):
+    """``[P, B, T, K, H, Dh]`` -> ``[P, B, T, K, H, Dh]`` (contiguous, q's dtype); arguments already checked."""
+    codes = [_AXIS_CODE[a] for a in axes]
+    return torch.ops.mdn_fast.entity_attention_fwd(q, k, v, codes, mask, float(scale))[0]
+
+
+def routed_merge(x_st, x_ts, weight, bias, tau, mask):
+    """``(y [B, T, K, D], alpha [B, K, 2] acc dtype)``; arguments already checked. The router parameters
+    go to the kernel in the accumulation dtype; the cast is differentiable, so their gradients come back
+    in their own dtype."""
+    acc = acc_dtype(x_st.dtype)
+    w = weight.to(acc).contiguous()
+    b = bias.to(acc).contiguous()
+    return tuple(torch.ops.mdn_fast.routed_merge_fwd(x_st, x_ts, w, b, float(tau), mask))
+
+
+# --------------------------------------------------------------------------- fake impls and autograd
+def _register() -> None:
+    lib = "mdn_fast::"
+
+    @torch.library.register_fake(lib + "entity_attention_fwd")
+    def _ea_fwd_fake(q, k, v, axes, mask, scale):
+        P, B, T, K, H, _ = q.shape
+        return q.new_empty(q.shape), q.new_empty((P, B, T, K, H), dtype=acc_dtype(q.dtype))
+
+    @torch.library.register_fake(lib + "entity_attention_bwd")
+    def _ea_bwd_fake(grad_out, q, k, v, lse, axes, mask, scale):
+        return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
+
+    @torch.library.register_fake(lib + "routed_merge_fwd")
+    def _rm_fwd_fake(x_st, x_ts, weight, bias, tau, mask):
+        B, _, K, _ = x_st.shape
+        return x_st.new_empty(x_st.shape), weight.new_empty((B, K, 2))
+
+    @torch.library.register_fake(lib + "routed_merge_bwd")
+    def _rm_bwd_fake(grad_y, grad_alpha, x_st, x_ts, weight, alpha, tau, mask):
+        K = x_st.shape[2]
+        return (x_st.new_empty(x_st.shape), x_st.new_empty(x_st.shape), weight.new_empty(weight.shape),
+                weight.new_empty((K, 2)))
+
+    def _ea_setup(ctx, inputs, output):
+        q, k, v, axes, mask, scale = inputs
+        _, lse = output
+        ctx.save_for_backward(q, k, v, lse, mask)
+        ctx.axes, ctx.scale = list(axes), scale
+        ctx.mark_non_differentiable(lse)  # softmax statistics, not a result
+
+    def _ea_backward(ctx, grad_out, _grad_lse):
+        q, k, v, lse, mask = ctx.saved_tensors
+        if grad_out is None:
+            grad_out = torch.zeros_like(q)
+        dq, dk, dv = torch.ops.mdn_fast.entity_attention_bwd(grad_out, q, k, v, lse, ctx.axes, mask, ctx.scale)
+        return dq, dk, dv, None, None, None
+
+    def _rm_setup(ctx, inputs, output):
+        x_st, x_ts, weight, bias, tau, mask = inputs
+        _, alpha = output
+        ctx.save_for_backward(x_st, x_ts, weight, alpha, mask)
+        ctx.tau = tau
+
+    def _rm_backward(ctx, grad_y, grad_alpha):
+        x_st, x_ts, weight, alpha, mask = ctx.saved_tensors
+        if grad_y is None:
+            grad_y = torch.zeros_like(x_st)
+        dx_st, dx_ts, dw, db = torch.ops.mdn_fast.routed_merge_bwd(grad_y, grad_alpha, x_st, x_ts, weight, alpha,
+                                                                   ctx.tau, mask)
+        return dx_st, dx_ts, dw, db, None, None
+
+    torch.library.register_autograd(lib + "entity_attention_fwd", _ea_backward, setup_context=_ea_setup)
+    torch.library.register_autograd(lib + "routed_merge_fwd", _rm_backward, setup_context=_rm_setup)
+
+
+if _LOAD_ERROR is None:
+    _register()
