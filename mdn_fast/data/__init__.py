@@ -1,0 +1,12 @@
+"""Data: keypoint layouts, entity boxes and masks, pose features, and datasets (synthetic default)."""
+from .boxes import check_keypoints, entity_boxes, entity_mask
+from .layouts import BOX_RULES, ENTITIES, Layout, get_layout, layout_names, register_layout
+from .pose_features import POSE_FEATURE_DIM, body_centre_scale, entity_joint_counts, pose_features
+from .synthetic import BODY_NAMES, BODY_OF_CLASS, CLASS_NAMES, RHYTHM_PAIRS, SyntheticMicroActions
+
+__all__ = [
+    "ENTITIES", "BOX_RULES", "Layout", "register_layout", "get_layout", "layout_names",
+    "check_keypoints", "entity_boxes", "entity_mask",
+    "POSE_FEATURE_DIM", "pose_features", "entity_joint_counts", "body_centre_scale",
+    "SyntheticMicroActions", "CLASS_NAMES", "BODY_NAMES", "BODY_OF_CLASS", "RHYTHM_PAIRS",
+]
