@@ -6,7 +6,9 @@ Public API: ``MicroDualNet``, ``DualPathBlock``, ``EntityLayer``, ``SpatialEntit
 """
 from . import ops, reference
 from .ops import available_backends
+from .nn import DualPathBlock, EntityLayer, MACLoss, MicroDualNet, SpatialEntityModule
 
 __version__ = "0.1.0"
 
-__all__ = ["ops", "reference", "available_backends", "__version__"]
+__all__ = ["ops", "reference", "available_backends", "__version__", "MicroDualNet", "DualPathBlock",
+           "EntityLayer", "SpatialEntityModule", "MACLoss"]
