@@ -37,6 +37,12 @@ def _module(name: str):
     return _loaded[name]
 
 
+def load_backends() -> None:
+    """Import every backend module once (a failure is recorded as that backend's reason)."""
+    for name in BACKENDS:
+        _module(name)
+
+
 def unavailable_reason(name: str) -> str | None:
     mod = _module(name)
     if isinstance(mod, str):
