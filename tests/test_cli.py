@@ -14,7 +14,9 @@ TINY = ["--num-clips", "48", "--val-clips", "24", "--epochs", "1", "--batch-size
 
 
 def _metric(text, name):
-    return float(re.findall(rf"{name} (\d+\.\d+)", text)[-1])
+    """``name``'s value on the last "held-out:" line (train's final line, eval's result line), not the
+    "(chance Top-1 ...)" remark that ends those lines."""
+    return float(re.findall(rf"held-out: .*?{name} (\d+\.\d+)", text)[-1])
 
 
 def test_train_then_eval(tmp_path, capsys):
