@@ -1,6 +1,6 @@
-// Host-only helpers of the CPU kernels: the vector lane count the tiles are padded to, and an exp
-// over a short array written so the compiler vectorises it (libm's scalar expf would dominate the
-// attention of such small groups).
+// Host-only helpers of the CPU kernels: the ISA clones, a polynomial exp in plain arithmetic (the
+// reference for vec8.h's exp8; libm's scalar expf would dominate the attention of such small groups)
+// and cache-line prefetches.
 #pragma once
 
 #include <cmath>
@@ -20,9 +20,6 @@
 #endif
 
 namespace mdn {
-
-// Tiles are padded to a multiple of this many elements (8 floats = one AVX register, two SSE ones).
-constexpr int kLanes = 8;
 
 // exp(x) for float in plain arithmetic (Cephes-style: x = n ln2 + r, |r| <= ln2 / 2, a degree-6
 // polynomial for e^r, 2^n built in the exponent bits); max relative error ~2 ulp.
@@ -45,12 +42,24 @@ inline float exp_poly(float x) {
   return x < -87.0f ? 0.0f : y * two_n;
 }
 
-// p[j] = exp(s[j] - shift) for j < n; s[j] = -inf gives 0.
-inline void exp_shifted(const float* s, float shift, int64_t n, float* p) {
-  for (int64_t j = 0; j < n; ++j) p[j] = exp_poly(s[j] - shift);
+// Prefetch the cache line holding p into all cache levels. Inline asm on x86: GCC 12 at -O2/-O3 drops
+// __builtin_prefetch from some loop nests that have no other effect (seen in the attention kernel).
+inline void prefetch_line(const void* p) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p, 0, 3);
+#endif
 }
-inline void exp_shifted(const double* s, double shift, int64_t n, double* p) {
-  for (int64_t j = 0; j < n; ++j) p[j] = s[j] == neg_inf<double>() ? 0.0 : std::exp(s[j] - shift);
+
+// The same for a line about to be written (prefetchw: fetched in exclusive state, so the store needs
+// no second bus transaction; CPUs without PRFCHW execute it as a no-op).
+inline void prefetch_line_for_write(const void* p) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  asm volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p, 1, 3);
+#endif
 }
 
 }  // namespace mdn

@@ -1,28 +1,20 @@
-// Host routed_merge: one task per (b, k) reads that entity's T rows of both paths for the pooling,
-// applies the router and writes the merged rows (a second read of the same rows, still in cache).
-// The backward does the same per (b, k) and keeps the per-(b, k) router gradients in scratch; the
-// weight / bias gradients are then summed over b in a fixed order (deterministic).
+// Host routed_merge: one task per clip b visits the clip's rows (t, k) in memory order (t outer, k inner)
+// for the pooling of every entity, applies the routers and writes the merged rows in a second pass over
+// the same rows (the clip's block, still in cache). The backward does the same per clip and keeps the
+// per-(b, k) router gradients in scratch; the weight / bias gradients are then summed over b in a fixed
+// order (deterministic). The per-clip loops are compiled per x86 ISA level (cpu_math.h: MDN_CPU_CLONES).
 #include "routed_merge_cpu.h"
 
 #include <algorithm>
 #include <vector>
 
 #include "../common/router_math.h"
+#include "cpu_math.h"
 
 namespace mdn {
 namespace {
 
 template <typename Tag> using St = typename Scalar<Tag>::storage;
-
-inline int64_t present_frames(const uint8_t* mask, const Strides3& sm, int64_t b, int64_t k, int64_t T,
-                              uint8_t* ok) {
-  int64_t n = 0;
-  for (int64_t t = 0; t < T; ++t) {
-    ok[t] = mask ? mask[b * sm.b + t * sm.t + k * sm.k] != 0 : 1;
-    n += ok[t];
-  }
-  return n;
-}
 
 // acc[d] += row[d * stride] for d < D.
 template <typename Tag, typename A> inline void add_row(const St<Tag>* row, int64_t sd, int64_t D, A* acc) {
@@ -57,10 +49,14 @@ template <typename A> inline A dot(const A* x, const A* y, int64_t D) {
   return s;
 }
 
-template <typename Tag> void fwd_impl(const RoutedMergeFwdArgs& a, const ParallelFor& parallel_for) {
+inline bool frame_on(const uint8_t* mask, const Strides3& sm, int64_t b, int64_t t, int64_t k) {
+  return mask ? mask[b * sm.b + t * sm.t + k * sm.k] != 0 : true;
+}
+
+template <typename Tag> void fwd_clips(const RoutedMergeFwdArgs& a, int64_t begin, int64_t end) {
   using T = St<Tag>;
   using A = typename Scalar<Tag>::acc;
-  const int64_t B = a.B, Tn = a.T, K = a.K, D = a.D;
+  const int64_t Tn = a.T, K = a.K, D = a.D;
   const T* xs = static_cast<const T*>(a.x_st);
   const T* xt = static_cast<const T*>(a.x_ts);
   const A* w = static_cast<const A*>(a.weight);
@@ -68,29 +64,33 @@ template <typename Tag> void fwd_impl(const RoutedMergeFwdArgs& a, const Paralle
   T* y = static_cast<T*>(a.y);
   A* alpha = static_cast<A*>(a.alpha);
   const A tau = static_cast<A>(a.tau);
-
-  parallel_for(0, B * K, 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> pooled(2 * D);
-    std::vector<uint8_t> ok(Tn);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / K, k = task % K;
-      const int64_t present = present_frames(a.mask, a.sm, b, k, Tn, ok.data());
-      std::fill(pooled.begin(), pooled.end(), A(0));
-      for (int64_t t = 0; t < Tn; ++t) {
-        if (!ok[t]) continue;
-        add_row<Tag>(xs + b * a.s_st.b + t * a.s_st.t + k * a.s_st.k, a.s_st.d, D, pooled.data());
-        add_row<Tag>(xt + b * a.s_ts.b + t * a.s_ts.t + k * a.s_ts.k, a.s_ts.d, D, pooled.data() + D);
+  std::vector<A> pooled(K * 2 * D), a01(2 * K);
+  std::vector<int64_t> present(K);
+  for (int64_t b = begin; b < end; ++b) {
+    std::fill(pooled.begin(), pooled.end(), A(0));
+    std::fill(present.begin(), present.end(), int64_t(0));
+    for (int64_t t = 0; t < Tn; ++t)
+      for (int64_t k = 0; k < K; ++k) {
+        if (!frame_on(a.mask, a.sm, b, t, k)) continue;
+        ++present[k];
+        A* pk = pooled.data() + k * 2 * D;
+        add_row<Tag>(xs + b * a.s_st.b + t * a.s_st.t + k * a.s_st.k, a.s_st.d, D, pk);
+        add_row<Tag>(xt + b * a.s_ts.b + t * a.s_ts.t + k * a.s_ts.k, a.s_ts.d, D, pk + D);
       }
-      const A inv = inv_count<A>(present);
-      for (int64_t c = 0; c < 2 * D; ++c) pooled[c] *= inv;
+    for (int64_t k = 0; k < K; ++k) {
+      A* pk = pooled.data() + k * 2 * D;
+      const A inv = inv_count<A>(present[k]);
+      for (int64_t c = 0; c < 2 * D; ++c) pk[c] *= inv;
       const A* wk = w + k * 4 * D;  // weight[k] is [2, 2D]
-      const A l0 = bias[2 * k] + dot(wk, pooled.data(), 2 * D);
-      const A l1 = bias[2 * k + 1] + dot(wk + 2 * D, pooled.data(), 2 * D);
-      A a0, a1;
-      router_softmax(l0, l1, tau, a0, a1);
-      alpha[2 * task] = a0;
-      alpha[2 * task + 1] = a1;
-      for (int64_t t = 0; t < Tn; ++t) {
+      const A l0 = bias[2 * k] + dot(wk, pk, 2 * D);
+      const A l1 = bias[2 * k + 1] + dot(wk + 2 * D, pk, 2 * D);
+      router_softmax(l0, l1, tau, a01[2 * k], a01[2 * k + 1]);
+      alpha[2 * (b * K + k)] = a01[2 * k];
+      alpha[2 * (b * K + k) + 1] = a01[2 * k + 1];
+    }
+    for (int64_t t = 0; t < Tn; ++t)
+      for (int64_t k = 0; k < K; ++k) {
+        const A a0 = a01[2 * k], a1 = a01[2 * k + 1];
         const T* rs = xs + b * a.s_st.b + t * a.s_st.t + k * a.s_st.k;
         const T* rt = xt + b * a.s_ts.b + t * a.s_ts.t + k * a.s_ts.k;
         T* dst = y + ((b * Tn + t) * K + k) * D;
@@ -102,14 +102,14 @@ template <typename Tag> void fwd_impl(const RoutedMergeFwdArgs& a, const Paralle
             dst[d] = Scalar<Tag>::store(a0 * Scalar<Tag>::load(rs[d * a.s_st.d]) +
                                         a1 * Scalar<Tag>::load(rt[d * a.s_ts.d]));
       }
-    }
-  });
+  }
 }
 
-template <typename Tag> void bwd_impl(const RoutedMergeBwdArgs& a, const ParallelFor& parallel_for) {
+// Backward phase 1, per clip: pooled inputs, gradient of alpha, of the logits, of the pooled means, of x.
+template <typename Tag> void bwd_clips(const RoutedMergeBwdArgs& a, int64_t begin, int64_t end) {
   using T = St<Tag>;
   using A = typename Scalar<Tag>::acc;
-  const int64_t B = a.B, Tn = a.T, K = a.K, D = a.D;
+  const int64_t Tn = a.T, K = a.K, D = a.D;
   const T* xs = static_cast<const T*>(a.x_st);
   const T* xt = static_cast<const T*>(a.x_ts);
   const T* dy = static_cast<const T*>(a.dy);
@@ -118,76 +118,122 @@ template <typename Tag> void bwd_impl(const RoutedMergeBwdArgs& a, const Paralle
   const A* dalpha = static_cast<const A*>(a.dalpha);
   T* dxs = static_cast<T*>(a.dx_st);
   T* dxt = static_cast<T*>(a.dx_ts);
-  A* dw = static_cast<A*>(a.dweight);
-  A* dbias = static_cast<A*>(a.dbias);
   A* dlogits = static_cast<A*>(a.scratch_dlogits);  // [B, K, 2]
   A* pooled_all = static_cast<A*>(a.scratch_pooled);  // [B, K, 2D]
   const A tau = static_cast<A>(a.tau);
-
-  // Phase 1, per (b, k): pooled inputs, gradient of alpha, of the logits, of the pooled means, of x.
-  parallel_for(0, B * K, 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> dpooled(2 * D);
-    std::vector<uint8_t> ok(Tn);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / K, k = task % K;
-      const int64_t present = present_frames(a.mask, a.sm, b, k, Tn, ok.data());
-      A* pooled = pooled_all + task * 2 * D;
-      std::fill(pooled, pooled + 2 * D, A(0));
-      A dA0 = dalpha ? dalpha[2 * task] : A(0), dA1 = dalpha ? dalpha[2 * task + 1] : A(0);
-      for (int64_t t = 0; t < Tn; ++t) {
+  std::vector<A> dpooled(K * 2 * D), dA(2 * K);
+  std::vector<int64_t> present(K);
+  for (int64_t b = begin; b < end; ++b) {
+    A* pooled = pooled_all + b * K * 2 * D;
+    std::fill(pooled, pooled + K * 2 * D, A(0));
+    std::fill(present.begin(), present.end(), int64_t(0));
+    for (int64_t c = 0; c < 2 * K; ++c) dA[c] = dalpha ? dalpha[2 * b * K + c] : A(0);
+    for (int64_t t = 0; t < Tn; ++t)
+      for (int64_t k = 0; k < K; ++k) {
         const T* rs = xs + b * a.s_st.b + t * a.s_st.t + k * a.s_st.k;
         const T* rt = xt + b * a.s_ts.b + t * a.s_ts.t + k * a.s_ts.k;
         const T* rg = dy + b * a.s_dy.b + t * a.s_dy.t + k * a.s_dy.k;
-        dA0 += dot_row<Tag, A>(rg, a.s_dy.d, rs, a.s_st.d, D);  // y = a0 x_st + a1 x_ts at every t
-        dA1 += dot_row<Tag, A>(rg, a.s_dy.d, rt, a.s_ts.d, D);
-        if (ok[t]) {
-          add_row<Tag>(rs, a.s_st.d, D, pooled);
-          add_row<Tag>(rt, a.s_ts.d, D, pooled + D);
+        dA[2 * k] += dot_row<Tag, A>(rg, a.s_dy.d, rs, a.s_st.d, D);  // y = a0 x_st + a1 x_ts at every t
+        dA[2 * k + 1] += dot_row<Tag, A>(rg, a.s_dy.d, rt, a.s_ts.d, D);
+        if (frame_on(a.mask, a.sm, b, t, k)) {
+          ++present[k];
+          add_row<Tag>(rs, a.s_st.d, D, pooled + k * 2 * D);
+          add_row<Tag>(rt, a.s_ts.d, D, pooled + k * 2 * D + D);
         }
       }
-      const A inv = inv_count<A>(present);
-      for (int64_t c = 0; c < 2 * D; ++c) pooled[c] *= inv;
+    for (int64_t k = 0; k < K; ++k) {
+      A* pk = pooled + k * 2 * D;
+      const A inv = inv_count<A>(present[k]);
+      for (int64_t c = 0; c < 2 * D; ++c) pk[c] *= inv;
+      const int64_t task = b * K + k;
       const A a0 = alpha[2 * task], a1 = alpha[2 * task + 1];
       A dl0, dl1;
-      router_softmax_bwd(a0, a1, dA0, dA1, tau, dl0, dl1);
+      router_softmax_bwd(a0, a1, dA[2 * k], dA[2 * k + 1], tau, dl0, dl1);
       dlogits[2 * task] = dl0;
       dlogits[2 * task + 1] = dl1;
       const A* wk = w + k * 4 * D;
-      for (int64_t c = 0; c < 2 * D; ++c) dpooled[c] = (dl0 * wk[c] + dl1 * wk[2 * D + c]) * inv;
-      for (int64_t t = 0; t < Tn; ++t) {
+      A* dpk = dpooled.data() + k * 2 * D;
+      for (int64_t c = 0; c < 2 * D; ++c) dpk[c] = (dl0 * wk[c] + dl1 * wk[2 * D + c]) * inv;
+    }
+    for (int64_t t = 0; t < Tn; ++t)
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t task = b * K + k;
+        const A a0 = alpha[2 * task], a1 = alpha[2 * task + 1];
         const T* rg = dy + b * a.s_dy.b + t * a.s_dy.t + k * a.s_dy.k;
         const int64_t o = ((b * Tn + t) * K + k) * D;
-        const A m = ok[t] ? A(1) : A(0);  // the mean's gradient reaches present frames only
-        for (int64_t d = 0; d < D; ++d) {
-          const A g = Scalar<Tag>::load(rg[d * a.s_dy.d]);
-          dxs[o + d] = Scalar<Tag>::store(a0 * g + m * dpooled[d]);
-          dxt[o + d] = Scalar<Tag>::store(a1 * g + m * dpooled[D + d]);
-        }
+        const A m = frame_on(a.mask, a.sm, b, t, k) ? A(1) : A(0);  // the mean's gradient: present frames only
+        const A* dpk = dpooled.data() + k * 2 * D;
+        if (a.s_dy.d == 1)
+          for (int64_t d = 0; d < D; ++d) {
+            const A g = Scalar<Tag>::load(rg[d]);
+            dxs[o + d] = Scalar<Tag>::store(a0 * g + m * dpk[d]);
+            dxt[o + d] = Scalar<Tag>::store(a1 * g + m * dpk[D + d]);
+          }
+        else
+          for (int64_t d = 0; d < D; ++d) {
+            const A g = Scalar<Tag>::load(rg[d * a.s_dy.d]);
+            dxs[o + d] = Scalar<Tag>::store(a0 * g + m * dpk[d]);
+            dxt[o + d] = Scalar<Tag>::store(a1 * g + m * dpk[D + d]);
+          }
       }
-    }
-  });
+  }
+}
 
-  // Phase 2, per entity k: dweight[k, j, :] = sum_b dlogits[b, k, j] pooled[b, k, :], dbias likewise;
-  // b runs in order, so the result does not depend on the thread count.
-  parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      A* dwk = dw + k * 4 * D;
-      std::fill(dwk, dwk + 4 * D, A(0));
-      A db0 = 0, db1 = 0;
-      for (int64_t b = 0; b < B; ++b) {
-        const A dl0 = dlogits[2 * (b * K + k)], dl1 = dlogits[2 * (b * K + k) + 1];
-        const A* pooled = pooled_all + (b * K + k) * 2 * D;
-        db0 += dl0;
-        db1 += dl1;
-        for (int64_t c = 0; c < 2 * D; ++c) {
-          dwk[c] += dl0 * pooled[c];
-          dwk[2 * D + c] += dl1 * pooled[c];
-        }
+// Backward phase 2, per entity k: dweight[k, j, :] = sum_b dlogits[b, k, j] pooled[b, k, :], dbias
+// likewise; b runs in order, so the result does not depend on the thread count.
+template <typename Tag> void bwd_weights(const RoutedMergeBwdArgs& a, int64_t begin, int64_t end) {
+  using A = typename Scalar<Tag>::acc;
+  const int64_t B = a.B, K = a.K, D = a.D;
+  A* dw = static_cast<A*>(a.dweight);
+  A* dbias = static_cast<A*>(a.dbias);
+  const A* dlogits = static_cast<const A*>(a.scratch_dlogits);
+  const A* pooled_all = static_cast<const A*>(a.scratch_pooled);
+  for (int64_t k = begin; k < end; ++k) {
+    A* dwk = dw + k * 4 * D;
+    std::fill(dwk, dwk + 4 * D, A(0));
+    A db0 = 0, db1 = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      const A dl0 = dlogits[2 * (b * K + k)], dl1 = dlogits[2 * (b * K + k) + 1];
+      const A* pooled = pooled_all + (b * K + k) * 2 * D;
+      db0 += dl0;
+      db1 += dl1;
+      for (int64_t c = 0; c < 2 * D; ++c) {
+        dwk[c] += dl0 * pooled[c];
+        dwk[2 * D + c] += dl1 * pooled[c];
       }
-      dbias[2 * k] = db0;
-      dbias[2 * k + 1] = db1;
     }
-  });
+    dbias[2 * k] = db0;
+    dbias[2 * k + 1] = db1;
+  }
+}
+
+#define MDN_RANGE_FN(name, impl, Args, Tag) \
+  MDN_CPU_CLONES void name(const Args& a, int64_t b, int64_t e) { impl<Tag>(a, b, e); }
+MDN_RANGE_FN(fwd_f32, fwd_clips, RoutedMergeFwdArgs, float)
+MDN_RANGE_FN(fwd_f64, fwd_clips, RoutedMergeFwdArgs, double)
+MDN_RANGE_FN(fwd_f16, fwd_clips, RoutedMergeFwdArgs, Half16)
+MDN_RANGE_FN(fwd_bf16, fwd_clips, RoutedMergeFwdArgs, BFloat16)
+MDN_RANGE_FN(bwd_f32, bwd_clips, RoutedMergeBwdArgs, float)
+MDN_RANGE_FN(bwd_f64, bwd_clips, RoutedMergeBwdArgs, double)
+MDN_RANGE_FN(bwd_f16, bwd_clips, RoutedMergeBwdArgs, Half16)
+MDN_RANGE_FN(bwd_bf16, bwd_clips, RoutedMergeBwdArgs, BFloat16)
+MDN_RANGE_FN(dw_f32, bwd_weights, RoutedMergeBwdArgs, float)
+MDN_RANGE_FN(dw_f64, bwd_weights, RoutedMergeBwdArgs, double)
+MDN_RANGE_FN(dw_f16, bwd_weights, RoutedMergeBwdArgs, Half16)
+MDN_RANGE_FN(dw_bf16, bwd_weights, RoutedMergeBwdArgs, BFloat16)
+#undef MDN_RANGE_FN
+
+template <typename Args> using RangeFn = void (*)(const Args&, int64_t, int64_t);
+
+template <typename Args> RangeFn<Args> pick(DType t, RangeFn<Args> f32, RangeFn<Args> f64, RangeFn<Args> f16,
+                                            RangeFn<Args> bf16) {
+  switch (t) {
+    case DType::Float32: return f32;
+    case DType::Float64: return f64;
+    case DType::Float16: return f16;
+    case DType::BFloat16: return bf16;
+  }
+  return nullptr;
 }
 
 bool sizes_ok(const RoutedMergeFwdArgs& a) { return a.B >= 1 && a.T >= 1 && a.K >= 1 && a.D >= 1; }
@@ -197,24 +243,20 @@ bool sizes_ok(const RoutedMergeBwdArgs& a) { return a.B >= 1 && a.T >= 1 && a.K 
 
 int routed_merge_fwd_cpu(const RoutedMergeFwdArgs& a, const ParallelFor& pf) {
   if (!sizes_ok(a)) return kBadSize;
-  switch (a.dtype) {
-    case DType::Float32: fwd_impl<float>(a, pf); return kOk;
-    case DType::Float64: fwd_impl<double>(a, pf); return kOk;
-    case DType::Float16: fwd_impl<Half16>(a, pf); return kOk;
-    case DType::BFloat16: fwd_impl<BFloat16>(a, pf); return kOk;
-  }
-  return kBadDType;
+  const auto fn = pick<RoutedMergeFwdArgs>(a.dtype, fwd_f32, fwd_f64, fwd_f16, fwd_bf16);
+  if (!fn) return kBadDType;
+  pf(0, a.B, 1, [&](int64_t b, int64_t e) { fn(a, b, e); });
+  return kOk;
 }
 
 int routed_merge_bwd_cpu(const RoutedMergeBwdArgs& a, const ParallelFor& pf) {
   if (!sizes_ok(a)) return kBadSize;
-  switch (a.dtype) {
-    case DType::Float32: bwd_impl<float>(a, pf); return kOk;
-    case DType::Float64: bwd_impl<double>(a, pf); return kOk;
-    case DType::Float16: bwd_impl<Half16>(a, pf); return kOk;
-    case DType::BFloat16: bwd_impl<BFloat16>(a, pf); return kOk;
-  }
-  return kBadDType;
+  const auto fn = pick<RoutedMergeBwdArgs>(a.dtype, bwd_f32, bwd_f64, bwd_f16, bwd_bf16);
+  const auto dw = pick<RoutedMergeBwdArgs>(a.dtype, dw_f32, dw_f64, dw_f16, dw_bf16);
+  if (!fn || !dw) return kBadDType;
+  pf(0, a.B, 1, [&](int64_t b, int64_t e) { fn(a, b, e); });
+  pf(0, a.K, 1, [&](int64_t b, int64_t e) { dw(a, b, e); });
+  return kOk;
 }
 
 }  // namespace mdn
