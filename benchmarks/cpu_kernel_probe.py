@@ -38,7 +38,7 @@ def _ea_inputs(B, T, K, H, Dh, grad):
     g = torch.Generator().manual_seed(0)
     qkv = torch.randn((B, T, K, 3, len(AXES), H, Dh), generator=g)
     qkv.requires_grad_(grad)
-    q, k, v = (qkv[:, :, :, i].permute(3, 0, 1, 2, 4, 5) for i in range(3))
+    q, k, v = (x.permute(3, 0, 1, 2, 4, 5) for x in qkv.unbind(3))
     return qkv, q, k, v, entity_mask(B, T, K, "cpu")
 
 

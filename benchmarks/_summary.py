@@ -1,0 +1,61 @@
+"""Short summary of a results JSON: one row per configuration, the fastest backend against the best
+baseline. ``python -m benchmarks._summary [results.json ...]`` (default: the newest file in
+``benchmarks/results/``); ``--filter TEXT`` keeps rows whose subject or config contains TEXT."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _ms(s):
+    return "-" if s is None else f"{s * 1e3:.3g}"
+
+
+def summarize(payload: dict, filt: str | None = None) -> str:
+    groups: dict = {}
+    for r in payload["results"]:
+        groups.setdefault((r["subject"], r["group"]), []).append(r)
+    env = payload["environment"]
+    lines = [f"{payload['device']} | torch {env['torch']} | triton {env['triton']} | {env['date']} | "
+             f"commit {str(env['git_commit'])[:10]}",
+             "",
+             "| subject | config | best baseline (ms) | fastest backend (ms) | speed-up | floor | all backends |",
+             "|---|---|---|---|---|---|---|"]
+    for (subject, group), rows in groups.items():
+        if filt and filt not in subject and filt not in group:
+            continue
+        ok = [r for r in rows if r["status"] == "ok"]
+        base = [r for r in ok if r["kind"] == "baseline"]
+        back = [r for r in ok if r["kind"] == "backend"]
+        if not ok:
+            lines.append(f"| {subject} | {group} | - | - | - | - | {rows[0]['status']} |")
+            continue
+        b = min(base, key=lambda r: r["median_s"]) if base else None
+        f = min(back, key=lambda r: r["median_s"]) if back else None
+        sp = f"{f['speedup_vs_best_baseline']:.2f}x" if f and f["speedup_vs_best_baseline"] else "-"
+        fl = f"{f['floor_fraction']:.1%}" if f and f.get("floor_fraction") is not None else "-"
+        others = ", ".join(f"{r['case']} {r['speedup_vs_best_baseline']:.2f}x" for r in back
+                           if r["speedup_vs_best_baseline"]) or "none ran"
+        lines.append(f"| {subject} | {group} | {b['case'] + ' ' + _ms(b['median_s']) if b else '-'} | "
+                     f"{f['case'] + ' ' + _ms(f['median_s']) if f else '-'} | {sp} | {fl} | {others} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("files", nargs="*", type=Path)
+    ap.add_argument("--filter", default=None)
+    args = ap.parse_args(argv)
+    files = args.files or sorted((Path(__file__).parent / "results").glob("*.json"),
+                                 key=lambda p: p.stat().st_mtime)[-1:]
+    if not files:
+        raise SystemExit("no results JSON given and none in benchmarks/results/")
+    for f in files:
+        print(f"## {f}")
+        print(summarize(json.loads(Path(f).read_text()), args.filter))
+        print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Benchmark of ``entity_attention`` (design.md §2.1), stage 1 of a block: axes ``("spatial", "temporal")``.
+
+Inputs are what a block feeds the op: ``q, k, v [P=2, B, T, K, H, Dh]`` as strided views of one fused QKV
+projection ``[B, T, K, 3, P, H, Dh]``, and an entity mask ``[B, T, K]`` (about 10% absent tokens; every
+group keeps at least one present key so the SDPA baseline needs no fix-up for empty groups).
+
+Cases (all compute the same function):
+- ``eager``: the reference (``backend="reference"``), what the package runs without fused kernels;
+- ``compile``: ``torch.compile`` of the reference function (inductor, static shapes);
+- ``sdpa``: what a user writes with PyTorch alone: each path permuted to ``[B·G, H, N, Dh]``
+  (copies included), ``F.scaled_dot_product_attention`` with a boolean ``attn_mask``, permuted back
+  and stacked to the op's contiguous ``[P, B, T, K, H, Dh]`` output;
+- every fused backend of ``mdn_fast.ops`` that can run here (skipped with the reason otherwise).
+
+CPU subset (the full matrix runs on GPU, or with ``MDN_FAST_BENCH_FULL=1``): fp32 at B=16 and 256
+(T=8, masked; B=256 also unmasked), bf16 at B=16 (T=8), and the long clip T=32 at B=16 fp32.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mdn_fast
+from mdn_fast import reference
+
+from . import _floors
+from . import _harness as H
+
+AXES = ("spatial", "temporal")
+MODES = ("fwd", "bwd", "fwd+bwd")
+
+
+def entity_mask(B: int, T: int, K: int, device, seed: int = 2) -> torch.Tensor:
+    """``[B, T, K]`` bool, ~90% present; frame t keeps entity t % K and entity k keeps frame k % T, so
+    no spatial or temporal group is empty."""
+    g = torch.Generator().manual_seed(seed)
+    m = torch.rand(B, T, K, generator=g) < 0.9
+    m[:, torch.arange(T), torch.arange(T) % K] = True
+    m[:, torch.arange(K) % T, torch.arange(K)] = True
+    return m.to(device)
+
+
+def _inputs(cfg: H.Config, requires_grad: bool):
+    P = len(AXES)
+    qkv = H.seeded_randn((cfg.B, cfg.T, cfg.K, 3, P, cfg.H, cfg.Dh), cfg.torch_dtype, cfg.device, seed=0)
+    qkv.requires_grad_(requires_grad)
+    q, k, v = (x.permute(3, 0, 1, 2, 4, 5) for x in qkv.unbind(3))   # [P, B, T, K, H, Dh] views
+    mask = entity_mask(cfg.B, cfg.T, cfg.K, cfg.device) if cfg.masked else None
+    return q, k, v, mask
+
+
+# Per axis: [B, T, K, H, Dh] -> [B, G, H, N, Dh] and the attended group of the mask [B, T, K] -> [B, G, N].
+_TO_GROUP = {"spatial": (0, 1, 3, 2, 4), "temporal": (0, 2, 3, 1, 4)}
+_FROM_GROUP = {"spatial": (0, 1, 3, 2, 4), "temporal": (0, 3, 1, 2, 4)}
+_MASK_TO_GROUP = {"spatial": (0, 1, 2), "temporal": (0, 2, 1)}
+
+
+def sdpa_entity_attention(q, k, v, axes, mask, scale):
+    """The SDPA baseline: per path, reshape to ``[B·G, H, N, Dh]`` and call
+    ``F.scaled_dot_product_attention`` (boolean ``attn_mask [B·G, 1, 1, N]``, True = attend)."""
+    outs = []
+    for p, axis in enumerate(axes):
+        perm = _TO_GROUP[axis]
+        grouped = [x[p].permute(perm) for x in (q, k, v)]              # [B, G, H, N, Dh]
+        B, G, Hh, N, Dh = grouped[0].shape
+        qg, kg, vg = (x.reshape(B * G, Hh, N, Dh) for x in grouped)     # copies: strided views
+        attn_mask = None
+        if mask is not None:
+            attn_mask = mask.permute(_MASK_TO_GROUP[axis]).reshape(B * G, 1, 1, N)
+        o = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=attn_mask, scale=scale)
+        outs.append(o.reshape(B, G, Hh, N, Dh).permute(_FROM_GROUP[axis]))
+    return torch.stack(outs)                                            # [P, B, T, K, H, Dh] contiguous
+
+
+def _sizes(cfg):
+    return {"P": len(AXES), "B": cfg.B, "T": cfg.T, "K": cfg.K, "H": cfg.H, "Dh": cfg.Dh}
+
+
+def build(cfg: H.Config) -> dict:
+    scale = cfg.Dh ** -0.5
+    grad = cfg.mode != "fwd"
+
+    def case(forward_of):
+        def factory():
+            q, k, v, mask = _inputs(cfg, grad)
+            fwd = forward_of(q, k, v, mask)
+            return H.mode_runner(cfg.mode, fwd, (q, k, v))
+        return factory
+
+    compiled = H.compile_fn(reference.entity_attention)
+    out = {
+        "eager": case(lambda q, k, v, m: lambda: mdn_fast.ops.entity_attention(
+            q, k, v, AXES, mask=m, scale=scale, backend="reference")),
+        "compile": case(lambda q, k, v, m: lambda: compiled(q, k, v, AXES, m, scale)),
+        "sdpa": case(lambda q, k, v, m: lambda: sdpa_entity_attention(q, k, v, AXES, m, scale)),
+    }
+    for name in SUBJECT.cases():
+        if name in out:
+            continue
+        why = H.backend_skip_reason(name, ("entity_attention",), cfg, _sizes(cfg))
+        out[name] = why or case(lambda q, k, v, m, name=name: lambda: mdn_fast.ops.entity_attention(
+            q, k, v, AXES, mask=m, scale=scale, backend=name))
+    return out
+
+
+def floor(cfg: H.Config) -> dict:
+    itemsize = torch.empty((), dtype=cfg.torch_dtype).element_size()
+    return {"bytes": _floors.entity_attention_bytes(len(AXES), cfg.B, cfg.T, cfg.K, cfg.H, cfg.Dh, itemsize,
+                                                    cfg.mode, cfg.masked),
+            "flops": None, "items": None}
+
+
+SUBJECT = H.Subject("entity_attention", ("eager", "compile", "sdpa"), build, floor)
+
+
+def _cpu_keep(c: H.Config) -> bool:
+    if c.dtype == "bf16":
+        return c.B == 16 and c.T == 8 and c.masked
+    if c.T == 32:
+        return c.B == 16 and c.masked
+    return c.masked or c.B == 256
+
+
+CONFIGS = H.matrix(MODES, cpu_keep=_cpu_keep, unmasked=lambda c: c.B == 256 and c.T == 8)
+
+
+@pytest.mark.parametrize("cfg, case", H.params(SUBJECT, CONFIGS))
+def test_entity_attention(cfg, case, benchmark, bench_runner):
+    bench_runner.run(SUBJECT, cfg, case, benchmark)
