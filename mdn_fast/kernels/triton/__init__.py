@@ -32,10 +32,22 @@ def kernel(jitted: JITFunction):
     interprets (built once per kernel)."""
     if not interpreting():
         return jitted
-    if jitted not in _cache:
+    # Keyed by the Python function: hashing a JITFunction computes its compile cache key, which rejects
+    # the interpreted helpers (device_fn) its source calls.
+    if jitted.fn not in _cache:
         from triton.runtime.interpreter import InterpretedFunction
-        _cache[jitted] = InterpretedFunction(jitted.fn)
-    return _cache[jitted]
+        _cache[jitted.fn] = InterpretedFunction(jitted.fn)
+    return _cache[jitted.fn]
+
+
+def device_fn(fn):
+    """A helper called from inside kernels, in the flavour this process launches: a ``JITFunction`` for
+    compiled kernels, an ``InterpretedFunction`` under the interpreter (a kernel may call only its own
+    flavour, like Triton's standard library)."""
+    if interpreting():
+        from triton.runtime.interpreter import InterpretedFunction
+        return InterpretedFunction(fn)
+    return JITFunction(fn)
 
 
 def next_pow2(n: int) -> int:

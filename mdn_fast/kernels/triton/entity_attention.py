@@ -25,9 +25,44 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from . import jit, next_pow2
+from . import device_fn, jit, next_pow2
 
 LOG2E = 1.4426950408889634
+
+
+def _program_rows_py(T, K, H, DH, NGB, axes_bits, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's (path, clip, head) and its BLOCK_R rows: row r is member ``r % n`` of group
+    ``r // n`` (see the module docstring). Shared by the forward and the backward, which must tile alike."""
+    pid = tl.program_id(0)
+    p = tl.program_id(1)
+    gb = pid % NGB
+    bh = pid // NGB
+    h = bh % H
+    b = (bh // H).to(tl.int64)
+    temporal = (axes_bits >> p) & 1
+    n = temporal * T + (1 - temporal) * K          # group size
+    m = temporal * K + (1 - temporal) * T          # groups per (b, h)
+    G = BLOCK_R // n                               # whole groups per program
+    r = tl.arange(0, BLOCK_R)
+    gl = r // n
+    mi = r % n
+    gi = gb * G + gl
+    valid = (gl < G) & (gi < m)
+    t = temporal * mi + (1 - temporal) * gi
+    e = temporal * gi + (1 - temporal) * mi
+    d = tl.arange(0, BLOCK_D)
+    ld = valid[:, None] & (d < DH)[None, :]
+    return p.to(tl.int64), b, h, gl, t, e, valid, d, ld
+
+
+def _load_rows_py(ptr, p64, b, h, t, e, d, ld, s_p, s_b, s_t, s_k, s_h, s_d):
+    """Rows ``[BLOCK_R, BLOCK_D]`` of a ``[P, B, T, K, H, Dh]`` tensor through its strides (0 where masked)."""
+    rows = p64 * s_p + b * s_b + h * s_h + t * s_t + e * s_k
+    return tl.load(ptr + rows[:, None] + d[None, :] * s_d, mask=ld, other=0.0)
+
+
+_program_rows = device_fn(_program_rows_py)
+_load_rows = device_fn(_load_rows_py)
 
 
 def _ea_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, m_ptr,
@@ -39,35 +74,10 @@ def _ea_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, m_ptr,
             sm_b, sm_t, sm_k,
             T, K, H, DH, NGB, axes_bits, qk_scale,
             HAS_MASK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr):
-    pid = tl.program_id(0)
-    p = tl.program_id(1)
-    gb = pid % NGB
-    bh = pid // NGB
-    h = bh % H
-    b = (bh // H).to(tl.int64)
-    p64 = p.to(tl.int64)
-    temporal = (axes_bits >> p) & 1
-    n = temporal * T + (1 - temporal) * K          # group size
-    m = temporal * K + (1 - temporal) * T          # groups per (b, h)
-    G = BLOCK_R // n                               # whole groups per program
-
-    r = tl.arange(0, BLOCK_R)
-    gl = r // n
-    mi = r % n
-    gi = gb * G + gl
-    valid = (gl < G) & (gi < m)
-    t = temporal * mi + (1 - temporal) * gi
-    e = temporal * gi + (1 - temporal) * mi
-    d = tl.arange(0, BLOCK_D)
-    dmask = d < DH
-    ld = valid[:, None] & dmask[None, :]
-
-    q_rows = p64 * sq_p + b * sq_b + h * sq_h + t * sq_t + e * sq_k
-    k_rows = p64 * sk_p + b * sk_b + h * sk_h + t * sk_t + e * sk_k
-    v_rows = p64 * sv_p + b * sv_b + h * sv_h + t * sv_t + e * sv_k
-    q = tl.load(q_ptr + q_rows[:, None] + d[None, :] * sq_d, mask=ld, other=0.0)
-    k = tl.load(k_ptr + k_rows[:, None] + d[None, :] * sk_d, mask=ld, other=0.0)
-    v = tl.load(v_ptr + v_rows[:, None] + d[None, :] * sv_d, mask=ld, other=0.0)
+    p64, b, h, gl, t, e, valid, d, ld = _program_rows(T, K, H, DH, NGB, axes_bits, BLOCK_R, BLOCK_D)
+    q = _load_rows(q_ptr, p64, b, h, t, e, d, ld, sq_p, sq_b, sq_t, sq_k, sq_h, sq_d)
+    k = _load_rows(k_ptr, p64, b, h, t, e, d, ld, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d)
+    v = _load_rows(v_ptr, p64, b, h, t, e, d, ld, sv_p, sv_b, sv_t, sv_k, sv_h, sv_d)
 
     key_ok = valid
     if HAS_MASK:
@@ -104,37 +114,11 @@ def _ea_bwd(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, m_ptr, dq_ptr, dk_ptr, dv_ptr,
             HAS_MASK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr):
     # Same program -> groups mapping as the forward. dq, dk, dv share the strides sg_* (one layout).
     # The program holds whole rows of P, so rowsum(dO * O) = rowsum(P * dP): o is never read.
-    pid = tl.program_id(0)
-    p = tl.program_id(1)
-    gb = pid % NGB
-    bh = pid // NGB
-    h = bh % H
-    b = (bh // H).to(tl.int64)
-    p64 = p.to(tl.int64)
-    temporal = (axes_bits >> p) & 1
-    n = temporal * T + (1 - temporal) * K
-    m = temporal * K + (1 - temporal) * T
-    G = BLOCK_R // n
-
-    r = tl.arange(0, BLOCK_R)
-    gl = r // n
-    mi = r % n
-    gi = gb * G + gl
-    valid = (gl < G) & (gi < m)
-    t = temporal * mi + (1 - temporal) * gi
-    e = temporal * gi + (1 - temporal) * mi
-    d = tl.arange(0, BLOCK_D)
-    dmask = d < DH
-    ld = valid[:, None] & dmask[None, :]
-
-    q_rows = p64 * sq_p + b * sq_b + h * sq_h + t * sq_t + e * sq_k
-    k_rows = p64 * sk_p + b * sk_b + h * sk_h + t * sk_t + e * sk_k
-    v_rows = p64 * sv_p + b * sv_b + h * sv_h + t * sv_t + e * sv_k
-    do_rows = p64 * sdo_p + b * sdo_b + h * sdo_h + t * sdo_t + e * sdo_k
-    q = tl.load(q_ptr + q_rows[:, None] + d[None, :] * sq_d, mask=ld, other=0.0)
-    k = tl.load(k_ptr + k_rows[:, None] + d[None, :] * sk_d, mask=ld, other=0.0)
-    v = tl.load(v_ptr + v_rows[:, None] + d[None, :] * sv_d, mask=ld, other=0.0)
-    do = tl.load(do_ptr + do_rows[:, None] + d[None, :] * sdo_d, mask=ld, other=0.0)
+    p64, b, h, gl, t, e, valid, d, ld = _program_rows(T, K, H, DH, NGB, axes_bits, BLOCK_R, BLOCK_D)
+    q = _load_rows(q_ptr, p64, b, h, t, e, d, ld, sq_p, sq_b, sq_t, sq_k, sq_h, sq_d)
+    k = _load_rows(k_ptr, p64, b, h, t, e, d, ld, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d)
+    v = _load_rows(v_ptr, p64, b, h, t, e, d, ld, sv_p, sv_b, sv_t, sv_k, sv_h, sv_d)
+    do = _load_rows(do_ptr, p64, b, h, t, e, d, ld, sdo_p, sdo_b, sdo_t, sdo_k, sdo_h, sdo_d)
     l_rows = p64 * sl_p + b * sl_b + h * sl_h + t * sl_t + e * sl_k
     lse = tl.load(lse_ptr + l_rows, mask=valid, other=float("inf"))
 
