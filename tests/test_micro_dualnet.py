@@ -113,6 +113,34 @@ def test_reference_backend_same_function():
     torch.testing.assert_close(a.alpha, r.alpha, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["triton", "cpp"])
+def test_every_backend_same_function_with_gradients(backend):
+    """The whole model on a fused backend (Triton through the interpreter on CPU) equals the reference
+    backend with the same parameters, forward and parameter gradients."""
+    from ._helpers import backend_reason
+    sizes = dict(P=2, B=3, T=T, K=len(ENTITIES), H=H, Dh=D // H, D=D)
+    why = (backend_reason(backend, "entity_attention", "cpu", torch.float32, sizes)
+           or backend_reason(backend, "routed_merge", "cpu", torch.float32, sizes))
+    if why:
+        pytest.skip(why)
+    torch.manual_seed(4)
+    fast = _model("pose", depth=2, backend=backend)
+    ref = _model("pose", depth=2, backend="reference")
+    ref.load_state_dict(fast.state_dict())
+    _, kp = _inputs(seed=5)
+    labels = torch.tensor([0, 3, 6])
+    outs = []
+    for model in (fast, ref):
+        out = model(keypoints=kp)
+        model.loss(out, labels).backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[0].logits, outs[1].logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outs[0].alpha, outs[1].alpha, rtol=1e-4, atol=1e-5)
+    for (name, p_fast), p_ref in zip(fast.named_parameters(), ref.parameters()):
+        if p_ref.grad is not None:
+            torch.testing.assert_close(p_fast.grad, p_ref.grad, rtol=1e-3, atol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
 def test_nan_keypoints_error():
     model = _model()
     _, kp = _inputs()
