@@ -145,6 +145,26 @@ def test_routed_merge_router_in_another_dtype(poison):
 
 
 @needs_c
+@pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
+def test_routed_merge_large_outputs_streaming_path(masked, poison):
+    """Outputs of >= 4 MiB take the kernel's streaming-store path (small ones stay cached)."""
+    B, T, K, D = 64, 8, 4, 512                       # y, dx_st, dx_ts: 4 MiB each in fp32
+    x_st, x_ts = (torch.randn(B, T, K, D, requires_grad=True) for _ in range(2))
+    weight = (torch.randn(K, 2, 2 * D) * 0.5 * (2 * D) ** -0.5).requires_grad_()  # unsaturated router
+    bias = (torch.randn(K, 2) * 0.1).requires_grad_()
+    mask = ragged_mask(B, T, K) if masked else None
+    y, alpha = routed_merge(x_st, x_ts, weight, bias, tau=0.7, mask=mask, backend="cpp")
+    ins64 = [t.detach().double().requires_grad_() for t in (x_st, x_ts, weight, bias)]
+    y64, a64 = reference.routed_merge(*ins64, tau=0.7, mask=mask)
+    assert rel(y, y64) < REL_TOL[torch.float32] and rel(alpha, a64) < REL_TOL[torch.float32]
+    gy, ga = torch.randn_like(y64), torch.randn_like(a64)
+    grads = torch.autograd.grad((y * gy.float()).sum() + (alpha * ga.float()).sum(), (x_st, x_ts, weight, bias))
+    grads64 = torch.autograd.grad((y64 * gy).sum() + (a64 * ga).sum(), ins64)
+    for name, a, b in zip(("x_st", "x_ts", "weight", "bias"), grads, grads64):
+        assert rel(a, b) < REL_TOL[torch.float32], f"d{name}: rel err {rel(a, b):.2e}"
+
+
+@needs_c
 def test_routed_merge_weight_grad_is_deterministic():
     g = torch.Generator().manual_seed(5)
     B, T, K, D = 16, 4, 3, 40
