@@ -9,6 +9,9 @@
   command line, so ``pytest``, ``pytest .`` and ``pytest tests/`` never run them; ``pytest benchmarks/``
   names only this directory, so it never collects ``tests/``. ``benchmarks`` is a package, so its
   ``test_entity_attention`` never clashes with the one in ``tests/`` when both run.
+- glibc's malloc is told to keep freed memory (no trimming, no per-allocation mmap): otherwise a
+  process can fall into fresh page-mapping of every 12 MB output and every case, baselines included,
+  pays page faults (seen here: eager routed_merge 2.8 ms -> 9.7 ms between two runs).
 - At session finish: the report (JSON, markdown, PNG; see ``_report``), its table printed last.
 """
 from __future__ import annotations
@@ -35,8 +38,22 @@ def pytest_addoption(parser):
                 help="mdn_fast benchmarks: report directory (default benchmarks/results/, quick: a temp dir).")
 
 
+def _steady_allocator() -> None:
+    """``mallopt`` so large CPU tensors reuse memory instead of mapping fresh pages on each call
+    (same effect as ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` set before start). glibc only."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)   # glibc's largest accepted value on 64-bit
+        libc.mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1)
+    except (OSError, AttributeError):
+        pass
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    _steady_allocator()
     # Before the test modules are imported: their parameter matrices read these switches.
     if config.getoption("--quick"):
         os.environ["MDN_FAST_BENCH_QUICK"] = "1"
