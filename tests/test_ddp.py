@@ -2,8 +2,8 @@
 
 - Gradients: two ranks, each with half of a batch, through ``mdn_fast.distributed.wrap_model`` and
   ``mdn_fast.train.forward_loss``; DDP's averaged gradients equal one process's gradients on the
-  concatenated batch (lambda_mac = 0: the MAC term's negatives are per-rank batches, so with MAC the
-  two are different functions by design). Also ``gather_rows`` with uneven shards.
+  concatenated batch, MAC term included (``MACLoss`` all-gathers the pooled path features, so its
+  negatives are the global batch). Also ``gather_rows`` with uneven shards.
 - ``torchrun --nproc_per_node 2 -m mdn_fast train``: runs, only rank 0 logs and writes, and the
   distributed per-epoch evaluation gives the numbers that a single-process ``mdn-fast eval`` of the
   saved checkpoint gives.
@@ -32,7 +32,7 @@ def _free_port() -> int:
 
 def _model():
     torch.manual_seed(0)
-    return MicroDualNet(num_classes=12, num_body_classes=7, modality="pose", dim=16, heads=2, lambda_mac=0.0)
+    return MicroDualNet(num_classes=12, num_body_classes=7, modality="pose", dim=16, heads=2, lambda_mac=1.0)
 
 
 def _batch(B=6):

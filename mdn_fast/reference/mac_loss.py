@@ -18,10 +18,18 @@ def mac_loss(x_st: torch.Tensor, x_ts: torch.Tensor, mask: torch.Tensor | None =
              tau_mac: float = 0.1) -> torch.Tensor:
     """``x_st, x_ts [B, T, K, D]``, ``mask [B, T, K]`` bool or None -> scalar loss (fp32/fp64)."""
     B, T, K, _ = x_st.shape
-    z_st = F.normalize(masked_time_mean(x_st, mask), dim=-1).transpose(0, 1)   # [K, B, D]
-    z_ts = F.normalize(masked_time_mean(x_ts, mask), dim=-1).transpose(0, 1)
     present = (mask.any(dim=1) if mask is not None
-               else torch.ones(B, K, dtype=torch.bool, device=x_st.device)).T  # [K, B]
+               else torch.ones(B, K, dtype=torch.bool, device=x_st.device))          # [B, K]
+    return mac_loss_pooled(masked_time_mean(x_st, mask), masked_time_mean(x_ts, mask), present, tau_mac)
+
+
+def mac_loss_pooled(m_st: torch.Tensor, m_ts: torch.Tensor, present: torch.Tensor,
+                    tau_mac: float = 0.1) -> torch.Tensor:
+    """The loss from time-pooled path features ``m_st, m_ts [B, K, D]`` and ``present [B, K]`` (entity
+    seen in at least one frame of the clip): the part a distributed run evaluates on the gathered batch."""
+    z_st = F.normalize(m_st, dim=-1).transpose(0, 1)                           # [K, B, D]
+    z_ts = F.normalize(m_ts, dim=-1).transpose(0, 1)
+    present = present.T                                                        # [K, B]
     logits = torch.bmm(z_st, z_ts.transpose(1, 2)) / tau_mac                   # [K, B(st), B(ts)]
     pair_ok = present[:, :, None] & present[:, None, :]
     logits = logits.masked_fill(~pair_ok, float("-inf"))
