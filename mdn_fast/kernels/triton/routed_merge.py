@@ -18,17 +18,13 @@ from __future__ import annotations
 
 import triton.language as tl
 
-from . import jit, next_pow2
+from . import device_fn, jit, next_pow2
 
 
-def _rm_fwd(xs_ptr, xt_ptr, w_ptr, bias_ptr, m_ptr, y_ptr, a_ptr,
-            sxs_b, sxs_t, sxs_k, sxs_d,
-            sxt_b, sxt_t, sxt_k, sxt_d,
-            sy_b, sy_t, sy_k, sy_d,
-            sw_k, sw_j, sw_c, sb_k, sb_j,
-            sm_b, sm_t, sm_k, sa_b, sa_k, sa_j,
-            T, K, D, inv_tau,
-            HAS_MASK: tl.constexpr, SINGLE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+def _program_pooling_py(m_ptr, sm_b, sm_t, sm_k, T, K, HAS_MASK: tl.constexpr, BLOCK_T: tl.constexpr,
+                        BLOCK_D: tl.constexpr):
+    """This program's (clip b, entity k), its frame and feature ranges, and the masked time-pooling
+    weights (1/count on present frames, 0 elsewhere). Shared by forward and backward."""
     pid = tl.program_id(0)
     k = pid % K
     b = (pid // K).to(tl.int64)
@@ -39,7 +35,22 @@ def _rm_fwd(xs_ptr, xt_ptr, w_ptr, bias_ptr, m_ptr, y_ptr, a_ptr,
         wt = (tl.load(m_ptr + b * sm_b + t * sm_t + k * sm_k, mask=tmask, other=0) != 0).to(tl.float32)
     else:
         wt = tmask.to(tl.float32)
-    wt = wt / tl.maximum(tl.sum(wt, axis=0), 1.0)        # pooling weights: 1/count on present frames
+    wt = wt / tl.maximum(tl.sum(wt, axis=0), 1.0)
+    return b, k, t, d, tmask, wt
+
+
+_program_pooling = device_fn(_program_pooling_py)
+
+
+def _rm_fwd(xs_ptr, xt_ptr, w_ptr, bias_ptr, m_ptr, y_ptr, a_ptr,
+            sxs_b, sxs_t, sxs_k, sxs_d,
+            sxt_b, sxt_t, sxt_k, sxt_d,
+            sy_b, sy_t, sy_k, sy_d,
+            sw_k, sw_j, sw_c, sb_k, sb_j,
+            sm_b, sm_t, sm_k, sa_b, sa_k, sa_j,
+            T, K, D, inv_tau,
+            HAS_MASK: tl.constexpr, SINGLE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    b, k, t, d, tmask, wt = _program_pooling(m_ptr, sm_b, sm_t, sm_k, T, K, HAS_MASK, BLOCK_T, BLOCK_D)
     xs_base = xs_ptr + b * sxs_b + k * sxs_k + t[:, None] * sxs_t
     xt_base = xt_ptr + b * sxt_b + k * sxt_k + t[:, None] * sxt_t
     w0 = w_ptr + k * sw_k
@@ -107,16 +118,7 @@ def _rm_bwd(dy_ptr, da_ptr, xs_ptr, xt_ptr, w_ptr, a_ptr, m_ptr, dxs_ptr, dxt_pt
             HAS_MASK: tl.constexpr, SINGLE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
     # dx_st, dx_ts share the strides sg_*; dl [B, K, 2] and pooled [B, K, 2D] are contiguous fp32.
     pid = tl.program_id(0)
-    k = pid % K
-    b = (pid // K).to(tl.int64)
-    t = tl.arange(0, BLOCK_T)
-    d = tl.arange(0, BLOCK_D)
-    tmask = t < T
-    if HAS_MASK:
-        wt = (tl.load(m_ptr + b * sm_b + t * sm_t + k * sm_k, mask=tmask, other=0) != 0).to(tl.float32)
-    else:
-        wt = tmask.to(tl.float32)
-    wt = wt / tl.maximum(tl.sum(wt, axis=0), 1.0)
+    b, k, t, d, tmask, wt = _program_pooling(m_ptr, sm_b, sm_t, sm_k, T, K, HAS_MASK, BLOCK_T, BLOCK_D)
     a0 = tl.load(a_ptr + b * sa_b + k * sa_k)
     a1 = tl.load(a_ptr + b * sa_b + k * sa_k + sa_j)
     xs_base = xs_ptr + b * sxs_b + k * sxs_k + t[:, None] * sxs_t
