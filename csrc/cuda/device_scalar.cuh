@@ -32,6 +32,19 @@ template <> struct DevScalar<__nv_bfloat16> {
   static __device__ __forceinline__ __nv_bfloat16 store(float x) { return __float2bfloat16_rn(x); }
 };
 
+// Runs launch(DTypeTag<scalar>{}) for the storage type of `dt` (one place for the dtype switch of every
+// launcher); kBadDType for a dtype no kernel takes.
+template <typename T> struct DTypeTag { using type = T; };
+template <typename F> inline int dispatch_dtype(DType dt, F&& launch) {
+  switch (dt) {
+    case DType::Float32: launch(DTypeTag<float>{}); return kOk;
+    case DType::Float64: launch(DTypeTag<double>{}); return kOk;
+    case DType::Float16: launch(DTypeTag<__half>{}); return kOk;
+    case DType::BFloat16: launch(DTypeTag<__nv_bfloat16>{}); return kOk;
+    default: return kBadDType;
+  }
+}
+
 template <typename A> __device__ __forceinline__ A warp_sum(A x) {
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);

@@ -207,26 +207,20 @@ template <typename Args> bool launch_dims(const Args& a, dim3& grid, dim3& block
 int entity_attention_fwd_cuda(const EntityAttentionFwdArgs& a, cudaStream_t stream) {
   dim3 grid, block;
   if (!sizes_ok(a.shape) || !launch_dims(a, grid, block)) return kBadSize;
-  switch (a.dtype) {
-    case DType::Float32: fwd_kernel<float><<<grid, block, 0, stream>>>(a); break;
-    case DType::Float64: fwd_kernel<double><<<grid, block, 0, stream>>>(a); break;
-    case DType::Float16: fwd_kernel<__half><<<grid, block, 0, stream>>>(a); break;
-    case DType::BFloat16: fwd_kernel<__nv_bfloat16><<<grid, block, 0, stream>>>(a); break;
-    default: return kBadDType;
-  }
+  const int dt_status = dispatch_dtype(a.dtype, [&](auto tag) {
+    fwd_kernel<typename decltype(tag)::type><<<grid, block, 0, stream>>>(a);
+  });
+  if (dt_status != kOk) return dt_status;
   return launch_status();
 }
 
 int entity_attention_bwd_cuda(const EntityAttentionBwdArgs& a, cudaStream_t stream) {
   dim3 grid, block;
   if (!sizes_ok(a.shape) || !launch_dims(a, grid, block)) return kBadSize;
-  switch (a.dtype) {
-    case DType::Float32: bwd_kernel<float><<<grid, block, 0, stream>>>(a); break;
-    case DType::Float64: bwd_kernel<double><<<grid, block, 0, stream>>>(a); break;
-    case DType::Float16: bwd_kernel<__half><<<grid, block, 0, stream>>>(a); break;
-    case DType::BFloat16: bwd_kernel<__nv_bfloat16><<<grid, block, 0, stream>>>(a); break;
-    default: return kBadDType;
-  }
+  const int dt_status = dispatch_dtype(a.dtype, [&](auto tag) {
+    bwd_kernel<typename decltype(tag)::type><<<grid, block, 0, stream>>>(a);
+  });
+  if (dt_status != kOk) return dt_status;
   return launch_status();
 }
 

@@ -156,26 +156,20 @@ bool grid_ok(int64_t B, int64_t K, int64_t D) {
 int routed_merge_fwd_cuda(const RoutedMergeFwdArgs& a, cudaStream_t stream) {
   if (!grid_ok(a.B, a.K, a.D) || a.T < 1) return kBadSize;
   const dim3 grid(static_cast<unsigned>(a.B * a.K)), block(kThreads);
-  switch (a.dtype) {
-    case DType::Float32: fwd_kernel<float><<<grid, block, 0, stream>>>(a); break;
-    case DType::Float64: fwd_kernel<double><<<grid, block, 0, stream>>>(a); break;
-    case DType::Float16: fwd_kernel<__half><<<grid, block, 0, stream>>>(a); break;
-    case DType::BFloat16: fwd_kernel<__nv_bfloat16><<<grid, block, 0, stream>>>(a); break;
-    default: return kBadDType;
-  }
+  const int dt_status = dispatch_dtype(a.dtype, [&](auto tag) {
+    fwd_kernel<typename decltype(tag)::type><<<grid, block, 0, stream>>>(a);
+  });
+  if (dt_status != kOk) return dt_status;
   return launch_status();
 }
 
 int routed_merge_bwd_cuda(const RoutedMergeBwdArgs& a, cudaStream_t stream) {
   if (!grid_ok(a.B, a.K, a.D) || a.T < 1) return kBadSize;
   const dim3 grid(static_cast<unsigned>(a.B * a.K)), block(kThreads);
-  switch (a.dtype) {
-    case DType::Float32: bwd_rows_kernel<float><<<grid, block, 0, stream>>>(a); break;
-    case DType::Float64: bwd_rows_kernel<double><<<grid, block, 0, stream>>>(a); break;
-    case DType::Float16: bwd_rows_kernel<__half><<<grid, block, 0, stream>>>(a); break;
-    case DType::BFloat16: bwd_rows_kernel<__nv_bfloat16><<<grid, block, 0, stream>>>(a); break;
-    default: return kBadDType;
-  }
+  const int dt_status = dispatch_dtype(a.dtype, [&](auto tag) {
+    bwd_rows_kernel<typename decltype(tag)::type><<<grid, block, 0, stream>>>(a);
+  });
+  if (dt_status != kOk) return dt_status;
   int st = launch_status();
   if (st != kOk) return st;
   const int64_t n = a.K * 2 * a.D;
