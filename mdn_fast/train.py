@@ -170,7 +170,6 @@ def dataset_spec(cfg: TrainConfig, class_names=None) -> DatasetSpec:
         return DatasetSpec("ma52", NUM_CLASSES, NUM_BODY_CLASSES, "coco18_hands28", tuple(ENTITIES),
                            tuple(BODY_OF_ACTION), tuple(class_names) if class_names else None, tuple(BODY_NAMES))
     if cfg.dataset == "imigue":
-        from .data import layouts_extra  # noqa: F401  registers miga22
         from .data.imigue import NUM_CLASSES
         return DatasetSpec("imigue", NUM_CLASSES, None, "miga22", tuple(get_layout("miga22").entities), None,
                            None, None)

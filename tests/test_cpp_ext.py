@@ -17,30 +17,22 @@ from mdn_fast import reference
 from mdn_fast._limits import REL_TOL
 from mdn_fast.ops import cpp_backend, entity_attention, routed_merge
 
+from . import _helpers as _h
+from ._helpers import rel_err as rel
+
 WHY = cpp_backend.unavailable_reason()
 needs_c = pytest.mark.skipif(WHY is not None, reason=f"cpp backend unavailable: {WHY}")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def rel(out: torch.Tensor, ref: torch.Tensor) -> float:
-    out, ref = out.double(), ref.double()
-    return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
-
-
 def packed_qkv(B, T, K, P, H, Dh, dtype, device="cpu", seed=0):
     """q, k, v ``[P, B, T, K, H, Dh]`` as strided views of one ``[B, T, K, P, 3, H, Dh]`` tensor."""
-    g = torch.Generator().manual_seed(seed)
-    packed = torch.randn(B, T, K, P, 3, H, Dh, generator=g).to(device=device, dtype=dtype)
-    return tuple(packed[:, :, :, :, i].permute(3, 0, 1, 2, 4, 5) for i in range(3))
+    return _h.packed_qkv(P, B, T, K, H, Dh, dtype, device, torch.Generator().manual_seed(seed))
 
 
 def ragged_mask(B, T, K, device="cpu", seed=1):
     """Random presence with one track absent in every frame and one frame with no entity at all."""
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.rand(B, T, K, generator=g) > 0.3
-    mask[0, :, 1] = False  # entity 1 of clip 0 never present: temporal group with no key
-    mask[-1, 2, :] = False  # frame 2 of the last clip empty: spatial group with no key
-    return mask.to(device)
+    return _h.holey_mask(B, T, K, device, torch.Generator().manual_seed(seed))
 
 
 @pytest.fixture

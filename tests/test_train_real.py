@@ -3,7 +3,6 @@ tests/test_readers_ma52.py and tests/test_readers_imigue.py): the right model fo
 metrics it has (no F1_mean without body classes), eval of the result, and the errors for a missing or
 incomplete ``--root``."""
 import pytest
-import torch
 
 from mdn_fast.cli import main
 from mdn_fast.train import load_checkpoint

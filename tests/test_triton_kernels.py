@@ -27,7 +27,7 @@ if "triton" not in sys.modules and not torch.cuda.is_available():
 import pytest  # noqa: E402
 
 from mdn_fast import reference  # noqa: E402
-from mdn_fast._limits import MAX_DH, MAX_K, MAX_T, REL_TOL  # noqa: E402
+from mdn_fast._limits import MAX_DH, MAX_K, MAX_T  # noqa: E402
 from mdn_fast.ops import entity_attention, routed_merge  # noqa: E402
 
 triton = pytest.importorskip("triton")
@@ -38,6 +38,8 @@ if tb._IMPORT_ERROR is not None:
 from mdn_fast.kernels import triton as kt  # noqa: E402
 from mdn_fast.kernels.triton import entity_attention as kea  # noqa: E402
 from mdn_fast.kernels.triton import routed_merge as krm  # noqa: E402
+
+from ._helpers import assert_close, holey_mask  # noqa: E402
 
 AXES = [("spatial", "temporal"), ("temporal", "spatial"), ("temporal",), ("spatial",)]
 
@@ -57,18 +59,6 @@ def _triton_mode(request, monkeypatch):
     monkeypatch.setenv("MDN_FAST_POISON", "1")
 
 
-def _rel(out, ref) -> float:
-    out, ref = out.detach().double().cpu(), ref.detach().double().cpu()
-    if not torch.isfinite(out).all():
-        return float("inf")
-    return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
-
-
-def _check(out, ref, dtype, what):
-    err = _rel(out, ref)
-    assert err <= REL_TOL[dtype], f"{what}: relative error {err:.3e} > {REL_TOL[dtype]:.0e} ({dtype})"
-
-
 def _packed(P, B, T, K, H, Dh, dtype, device, gen):
     packed = torch.randn(B, T, K, P, 3, H, Dh, generator=gen).to(device=device, dtype=dtype)
     return packed.requires_grad_()
@@ -78,18 +68,11 @@ def _qkv(packed):
     return [packed[:, :, :, :, i].permute(3, 0, 1, 2, 4, 5) for i in range(3)]
 
 
-def _holey_mask(B, T, K, device, gen):
-    mask = torch.rand(B, T, K, generator=gen) > 0.3
-    mask[0, :, K // 2] = False   # absent entity track: a temporal group without keys
-    mask[-1, T // 2, :] = False   # empty frame: a spatial group without keys
-    return mask.to(device)
-
-
 def _run_attention(P, B, T, K, H, Dh, axes, dtype, device, with_mask, seed=0):
     """Triton forward + backward (through the public op) and the float64 reference's."""
     gen = torch.Generator().manual_seed(seed)
     packed = _packed(P, B, T, K, H, Dh, dtype, device, gen)
-    mask = _holey_mask(B, T, K, device, gen) if with_mask else None
+    mask = holey_mask(B, T, K, device, gen) if with_mask else None
     q, k, v = _qkv(packed)
     assert not q.is_contiguous()
     out = entity_attention(q, k, v, axes, mask=mask, backend="triton")
@@ -118,9 +101,9 @@ ATT_CASES = [  # (P, B, T, K, H, Dh): the odd sizes of design §4, both orders, 
 def test_entity_attention_matches_reference(P, B, T, K, H, Dh, axes, dtype, with_mask):
     out, g, ref, g_ref, _ = _run_attention(P, B, T, K, H, Dh, axes, dtype, "cpu", with_mask)
     assert out.dtype == dtype and out.is_contiguous() and out.shape == (P, B, T, K, H, Dh)
-    _check(out, ref, dtype, "o")
+    assert_close(out, ref, dtype, "o")
     for i, name in enumerate("qkv"):
-        _check(g[:, :, :, :, i], g_ref[:, :, :, :, i], dtype, f"d{name}")
+        assert_close(g[:, :, :, :, i], g_ref[:, :, :, :, i], dtype, f"d{name}")
 
 
 @pytest.mark.parametrize("T,K,Dh", [(MAX_T, MAX_K, 16), (5, 3, MAX_DH)], ids=["maxTK", "maxDh"])
@@ -128,8 +111,8 @@ def test_entity_attention_at_size_limits(T, K, Dh):
     """Largest groups (T = MAX_T, K = MAX_K), largest head dim (MAX_DH); both axes in one launch.
     (Both limits at once are checked on a GPU: the interpreter needs ~5 s for them.)"""
     out, g, ref, g_ref, _ = _run_attention(2, 1, T, K, 1, Dh, AXES[0], torch.float32, "cpu", True)
-    _check(out, ref, torch.float32, "o")
-    _check(g, g_ref, torch.float32, "d(q, k, v)")
+    assert_close(out, ref, torch.float32, "o")
+    assert_close(g, g_ref, torch.float32, "d(q, k, v)")
 
 
 def test_entity_attention_empty_groups_give_zero_and_zero_grad():
@@ -164,7 +147,7 @@ def _run_merge(B, T, K, D, dtype, device, with_mask, seed=0, w_dtype=torch.float
     x_ts = torch.randn(B, K, T, D, generator=gen).to(device=device, dtype=dtype).transpose(1, 2)
     weight = (0.3 * torch.randn(K, 2, 2 * D, generator=gen)).to(device=device, dtype=w_dtype)
     bias = torch.randn(K, 2, generator=gen).to(device=device, dtype=w_dtype)
-    mask = _holey_mask(B, T, K, device, gen) if with_mask else None
+    mask = holey_mask(B, T, K, device, gen) if with_mask else None
     ins = [t.requires_grad_() for t in (x_st, x_ts, weight, bias)]
     y, alpha = routed_merge(*ins, tau=tau, mask=mask, backend="triton")
     gy = torch.randn(y.shape, generator=gen).to(device=device, dtype=dtype)
@@ -191,11 +174,11 @@ def test_routed_merge_matches_reference(dtype, with_mask, tile, monkeypatch):
         B = 2
     (y, alpha, grads), (y_ref, a_ref, ref_grads) = _run_merge(B, T, K, D, dtype, "cpu", with_mask)
     assert y.dtype == dtype and y.is_contiguous() and alpha.dtype == torch.float32
-    _check(y, y_ref, dtype, "y")
-    _check(alpha, a_ref, torch.float32, "alpha")
+    assert_close(y, y_ref, dtype, "y")
+    assert_close(alpha, a_ref, torch.float32, "alpha")
     for g, r, name in zip(grads, ref_grads, ("dx_st", "dx_ts", "dweight", "dbias")):
         # Router grads are fp32 sums of fp32 math on dtype inputs: held to the input dtype's tolerance.
-        _check(g, r, dtype, name)
+        assert_close(g, r, dtype, name)
 
 
 def test_routed_merge_gradient_through_alpha_only():
@@ -209,7 +192,7 @@ def test_routed_merge_gradient_through_alpha_only():
     ref_ins = [t.detach().double().requires_grad_() for t in ins]
     ref_grads = torch.autograd.grad(reference.routed_merge(*ref_ins)[1][..., 0].square().sum(), ref_ins)
     for g, r in zip(grads, ref_grads):
-        _check(g, r, torch.float32, "grad through alpha")
+        assert_close(g, r, torch.float32, "grad through alpha")
 
 
 def test_routed_merge_is_deterministic():
@@ -277,7 +260,7 @@ def test_torch_compile_fullgraph_through_both_ops():
     packed = torch.randn(B, T, K, P, 3, H, Dh, generator=gen, requires_grad=True)
     w = torch.randn(K, 2, 2 * H * Dh, generator=gen, requires_grad=True)
     b = torch.randn(K, 2, generator=gen, requires_grad=True)
-    mask = _holey_mask(B, T, K, "cpu", gen)
+    mask = holey_mask(B, T, K, "cpu", gen)
 
     def f(packed, w, b):
         o = entity_attention(*_qkv(packed), AXES[0], mask=mask, backend="triton").flatten(-2)
@@ -373,8 +356,8 @@ def test_kernels_compile_for_gpus():
 def test_entity_attention_cuda(dtype, axes):
     for P, B, T, K, H, Dh in ((2, 2, 7, 5, 2, 24), (2, 32, 8, 6, 8, 32), (2, 2, MAX_T, MAX_K, 2, MAX_DH)):
         out, g, ref, g_ref, _ = _run_attention(P, B, T, K, H, Dh, axes, dtype, "cuda", True)
-        _check(out, ref, dtype, "o")
-        _check(g, g_ref, dtype, "d(q, k, v)")
+        assert_close(out, ref, dtype, "o")
+        assert_close(g, g_ref, dtype, "d(q, k, v)")
 
 
 @pytest.mark.gpu
@@ -382,10 +365,10 @@ def test_entity_attention_cuda(dtype, axes):
 @pytest.mark.parametrize("D", [40, 256, 2048])
 def test_routed_merge_cuda(dtype, D):
     (y, alpha, grads), (y_ref, a_ref, ref_grads) = _run_merge(16, 8, 6, D, dtype, "cuda", True)
-    _check(y, y_ref, dtype, "y")
-    _check(alpha, a_ref, torch.float32, "alpha")
+    assert_close(y, y_ref, dtype, "y")
+    assert_close(alpha, a_ref, torch.float32, "alpha")
     for g, r in zip(grads, ref_grads):
-        _check(g, r, dtype, "grad")
+        assert_close(g, r, dtype, "grad")
 
 
 @pytest.mark.gpu
@@ -419,4 +402,4 @@ def test_compile_fullgraph_cuda():
     compiled = torch.compile(f, fullgraph=True)
     got = torch.autograd.grad(compiled(packed, xs, w, b), (packed, xs, w, b))
     for g, e in zip(got, eager):
-        _check(g, e, dtype, "compiled grad")
+        assert_close(g, e, dtype, "compiled grad")
