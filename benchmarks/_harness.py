@@ -206,6 +206,18 @@ def backend_skip_reason(name: str, ops: tuple, cfg: Config, sizes: dict) -> str 
     return None
 
 
+def module_backend_cases(names, cfg: Config, case, out: dict) -> dict:
+    """For a module that runs both ops (the block, the model): each backend in ``names`` not already in
+    ``out`` gets ``case(name)``, or the reason it cannot run one of the ops at this configuration."""
+    sizes = {"entity_attention": {"P": 2, "B": cfg.B, "T": cfg.T, "K": cfg.K, "H": cfg.H, "Dh": cfg.Dh},
+             "routed_merge": {"B": cfg.B, "T": cfg.T, "K": cfg.K, "D": cfg.D}}
+    for name in names:
+        if name not in out:
+            why = next((w for op, sz in sizes.items() if (w := backend_skip_reason(name, (op,), cfg, sz))), None)
+            out[name] = why or case(name)
+    return out
+
+
 def _first(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 

@@ -57,15 +57,7 @@ def build(cfg: H.Config) -> dict:
         return factory
 
     out = {"eager": case("reference"), "compile": case("reference", compiled=True)}
-    sizes_ea = {"P": 2, "B": cfg.B, "T": cfg.T, "K": cfg.K, "H": cfg.H, "Dh": cfg.Dh}
-    sizes_rm = {"B": cfg.B, "T": cfg.T, "K": cfg.K, "D": cfg.D}
-    for name in SUBJECT.cases():
-        if name in out:
-            continue
-        why = (H.backend_skip_reason(name, ("entity_attention",), cfg, sizes_ea)
-               or H.backend_skip_reason(name, ("routed_merge",), cfg, sizes_rm))
-        out[name] = why or case(name)
-    return out
+    return H.module_backend_cases(SUBJECT.cases(), cfg, case, out)
 
 
 def _n_params(D: int, K: int) -> int:

@@ -110,15 +110,7 @@ def build(cfg: H.Config) -> dict:
     elif rgb and cfg.device == "cpu" and not H.full_cpu():
         out["compile"] = ("CPU subset: inductor takes minutes to compile the ResNet trunk on 2 cores and "
                           "the CNN dominates the step anyway; run with --bench-full to include it")
-    sizes_ea = {"P": 2, "B": cfg.B, "T": cfg.T, "K": cfg.K, "H": cfg.H, "Dh": cfg.Dh}
-    sizes_rm = {"B": cfg.B, "T": cfg.T, "K": cfg.K, "D": cfg.D}
-    for name in SUBJECT.cases():
-        if name in out:
-            continue
-        why = (H.backend_skip_reason(name, ("entity_attention",), cfg, sizes_ea)
-               or H.backend_skip_reason(name, ("routed_merge",), cfg, sizes_rm))
-        out[name] = why or case(name)
-    return out
+    return H.module_backend_cases(SUBJECT.cases(), cfg, case, out)
 
 
 def floor(cfg: H.Config) -> dict:
