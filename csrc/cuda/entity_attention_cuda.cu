@@ -59,6 +59,25 @@ __device__ __forceinline__ BlockTask block_task(const EntityAttentionShape& sh, 
   return bt;
 }
 
+// One input's rows for this block's group at head h: row n (a member of the group) starts at
+// ptr + n * member, its features sd apart. Shared by the forward and backward kernels.
+template <typename T> struct GroupRows {
+  const T* ptr;
+  int64_t member, sd;
+};
+
+template <typename T>
+__device__ __forceinline__ GroupRows<T> group_rows(const void* data, const Strides6& s, const BlockTask& bt,
+                                                   int64_t h) {
+  const GroupView g = group_view(s, bt.pt.axis, bt.pt.p, bt.pt.b, bt.pt.g);
+  return {static_cast<const T*>(data) + g.base + h * s.h, g.member, s.d};
+}
+
+template <typename T, typename A>
+__device__ __forceinline__ void load_row(const GroupRows<T>& rows, int64_t n, int64_t Dh, A (&x)[kPerLane]) {
+  load_row(rows.ptr + n * rows.member, rows.sd, Dh, x);
+}
+
 template <typename T> __global__ void fwd_kernel(EntityAttentionFwdArgs a) {
   using A = typename DevScalar<T>::acc;
   __shared__ uint8_t ok[kMaxMembers];
@@ -67,27 +86,24 @@ template <typename T> __global__ void fwd_kernel(EntityAttentionFwdArgs a) {
   const int64_t h = blockIdx.y;
   const int warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const Strides6 so = contiguous_strides6(sh.B, sh.T, sh.K, sh.H, sh.Dh);
-  const GroupView gq = group_view(a.sq, bt.pt.axis, bt.pt.p, bt.pt.b, bt.pt.g);
-  const GroupView gk = group_view(a.sk, bt.pt.axis, bt.pt.p, bt.pt.b, bt.pt.g);
-  const GroupView gv = group_view(a.sv, bt.pt.axis, bt.pt.p, bt.pt.b, bt.pt.g);
+  const GroupRows<T> q = group_rows<T>(a.q, a.sq, bt, h);
+  const GroupRows<T> k = group_rows<T>(a.k, a.sk, bt, h);
+  const GroupRows<T> v = group_rows<T>(a.v, a.sv, bt, h);
   const GroupView go = group_view(so, bt.pt.axis, bt.pt.p, bt.pt.b, bt.pt.g);
-  const T* q = static_cast<const T*>(a.q) + gq.base + h * a.sq.h;
-  const T* k = static_cast<const T*>(a.k) + gk.base + h * a.sk.h;
-  const T* v = static_cast<const T*>(a.v) + gv.base + h * a.sv.h;
   T* out = static_cast<T*>(a.out) + go.base + h * so.h;
   A* lse = static_cast<A*>(a.lse) + go.base / sh.Dh + h;
   const A scale = static_cast<A>(a.scale);
 
   for (int64_t i = warp; i < bt.N; i += warps) {
     A qi[kPerLane], kj[kPerLane], vj[kPerLane], o[kPerLane];
-    load_row(q + i * gq.member, a.sq.d, sh.Dh, qi);
+    load_row(q, i, sh.Dh, qi);
 #pragma unroll
     for (int r = 0; r < kPerLane; ++r) o[r] = A(0);
     OnlineSoftmax<A> st = online_softmax_init<A>();
     for (int64_t j = 0; j < bt.N; ++j) {
       if (!ok[j]) continue;  // masked key: weight 0 (uniform across the warp: no divergence)
-      load_row(k + j * gk.member, a.sk.d, sh.Dh, kj);
-      load_row(v + j * gv.member, a.sv.d, sh.Dh, vj);
+      load_row(k, j, sh.Dh, kj);
+      load_row(v, j, sh.Dh, vj);
       const A s = warp_dot(qi, kj) * scale;
       A p;
       const A rescale = online_softmax_step(st, s, p);
@@ -110,15 +126,11 @@ template <typename T> __global__ void bwd_kernel(EntityAttentionBwdArgs a) {
   const int64_t h = blockIdx.y;
   const int warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const Strides6 so = contiguous_strides6(sh.B, sh.T, sh.K, sh.H, sh.Dh);
-  const GroupView gq = group_view(a.sq, bt.pt.axis, bt.pt.p, bt.pt.b, bt.pt.g);
-  const GroupView gk = group_view(a.sk, bt.pt.axis, bt.pt.p, bt.pt.b, bt.pt.g);
-  const GroupView gv = group_view(a.sv, bt.pt.axis, bt.pt.p, bt.pt.b, bt.pt.g);
-  const GroupView gdo = group_view(a.sdo, bt.pt.axis, bt.pt.p, bt.pt.b, bt.pt.g);
+  const GroupRows<T> q = group_rows<T>(a.q, a.sq, bt, h);
+  const GroupRows<T> k = group_rows<T>(a.k, a.sk, bt, h);
+  const GroupRows<T> v = group_rows<T>(a.v, a.sv, bt, h);
+  const GroupRows<T> dout = group_rows<T>(a.dout, a.sdo, bt, h);
   const GroupView go = group_view(so, bt.pt.axis, bt.pt.p, bt.pt.b, bt.pt.g);
-  const T* q = static_cast<const T*>(a.q) + gq.base + h * a.sq.h;
-  const T* k = static_cast<const T*>(a.k) + gk.base + h * a.sk.h;
-  const T* v = static_cast<const T*>(a.v) + gv.base + h * a.sv.h;
-  const T* dout = static_cast<const T*>(a.dout) + gdo.base + h * a.sdo.h;
   const A* lse = static_cast<const A*>(a.lse) + go.base / sh.Dh + h;
   const int64_t lse_member = go.member / sh.Dh;
   const int64_t off = go.base + h * so.h;
@@ -130,22 +142,22 @@ template <typename T> __global__ void bwd_kernel(EntityAttentionBwdArgs a) {
   // Pass 1, a warp per query i: D_i, then dq_i = scale sum_j p_ij (dp_ij - D_i) k_j.
   for (int64_t i = warp; i < bt.N; i += warps) {
     A qi[kPerLane], doi[kPerLane], kj[kPerLane], vj[kPerLane], g[kPerLane];
-    load_row(q + i * gq.member, a.sq.d, sh.Dh, qi);
-    load_row(dout + i * gdo.member, a.sdo.d, sh.Dh, doi);
+    load_row(q, i, sh.Dh, qi);
+    load_row(dout, i, sh.Dh, doi);
     const A lse_i = lse[i * lse_member];
     A Di = A(0);
     for (int64_t j = 0; j < bt.N; ++j) {
       if (!ok[j]) continue;
-      load_row(k + j * gk.member, a.sk.d, sh.Dh, kj);
-      load_row(v + j * gv.member, a.sv.d, sh.Dh, vj);
+      load_row(k, j, sh.Dh, kj);
+      load_row(v, j, sh.Dh, vj);
       Di += prob_from_lse(warp_dot(qi, kj) * scale, lse_i) * warp_dot(doi, vj);
     }
 #pragma unroll
     for (int r = 0; r < kPerLane; ++r) g[r] = A(0);
     for (int64_t j = 0; j < bt.N; ++j) {
       if (!ok[j]) continue;
-      load_row(k + j * gk.member, a.sk.d, sh.Dh, kj);
-      load_row(v + j * gv.member, a.sv.d, sh.Dh, vj);
+      load_row(k, j, sh.Dh, kj);
+      load_row(v, j, sh.Dh, vj);
       const A p = prob_from_lse(warp_dot(qi, kj) * scale, lse_i);
       const A ds = p * (warp_dot(doi, vj) - Di);
 #pragma unroll
@@ -162,11 +174,11 @@ template <typename T> __global__ void bwd_kernel(EntityAttentionBwdArgs a) {
 #pragma unroll
     for (int r = 0; r < kPerLane; ++r) gk_[r] = gv_[r] = A(0);
     if (ok[j]) {  // a masked key got weight 0 everywhere: its gradients are 0
-      load_row(k + j * gk.member, a.sk.d, sh.Dh, kj);
-      load_row(v + j * gv.member, a.sv.d, sh.Dh, vj);
+      load_row(k, j, sh.Dh, kj);
+      load_row(v, j, sh.Dh, vj);
       for (int64_t i = 0; i < bt.N; ++i) {
-        load_row(q + i * gq.member, a.sq.d, sh.Dh, qi);
-        load_row(dout + i * gdo.member, a.sdo.d, sh.Dh, doi);
+        load_row(q, i, sh.Dh, qi);
+        load_row(dout, i, sh.Dh, doi);
         const A p = prob_from_lse(warp_dot(qi, kj) * scale, lse[i * lse_member]);
         const A ds = p * (warp_dot(doi, vj) - Dsh[i]);
 #pragma unroll
