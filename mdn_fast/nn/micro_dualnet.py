@@ -19,7 +19,7 @@ from torch import nn
 
 from ..data.boxes import check_keypoints
 from ..data.layouts import ENTITIES, get_layout, layout_names
-from ..ops._backends import VALID as BACKENDS
+from ..ops._backends import check_backend_name
 from .dual_path_block import DualPathBlock
 from .mac_loss import MACLoss
 from .spatial_entity import BACKBONES, MODALITIES, SpatialEntityModule
@@ -78,8 +78,7 @@ class MicroDualNet(nn.Module):
                              f"got {layout!r}")
         if modality != "pose" and backbone not in BACKBONES:
             raise ValueError(f"backbone: expected one of {BACKBONES}, got {backbone!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        check_backend_name(backend)
         num_frames = _positive_int("num_frames", num_frames)
         dim = _positive_int("dim", dim)
         heads = _positive_int("heads", heads)
