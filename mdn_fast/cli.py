@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .ops._backends import VALID as VALID_BACKENDS
 from .train import DATASETS, PRESETS, TrainConfig
 
 _D = TrainConfig()
@@ -54,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     opt("--heads", int)
     opt("--depth", int)
     opt("--lambda-mac", float)
-    t.add_argument("--backend", choices=("auto", "reference", "triton", "cpp"), default=None, help="default auto")
+    t.add_argument("--backend", choices=VALID_BACKENDS, default=None, help="default auto")
     opt("--backbone", str, "torchvision ResNet for rgb modalities")
     opt("--backbone-weights", str, "local ResNet state-dict file (ImageNet init); never downloaded")
     opt("--num-clips", int, "training clips (real data: 0 = all, N = first N)")
