@@ -41,6 +41,8 @@ import torch
 
 from mdn_fast.ops import _backends
 
+from . import _progress
+
 # ---------------------------------------------------------------------------------------------------
 # Run modes
 
@@ -405,6 +407,17 @@ class GroupRunner:
 
     def __init__(self):
         self._groups: dict = {}
+        self._budget = _progress.Budget()
+        self._done = _progress.done_groups()      # resuming: groups an earlier call already logged
+
+    def _may_start(self, subject: Subject, cfg: Config) -> None:
+        """Skip a group an earlier call measured (resume); end the session cleanly, between groups,
+        when the next one would overrun the time budget (``_progress``)."""
+        if (subject.name, cfg.id) in self._done:
+            pytest.skip(f"{subject.name} {cfg.id}: already measured by an earlier call (resume)")
+        fits, why = self._budget.fits(subject.name, cfg.device)
+        if not fits:
+            pytest.exit(f"stopping before {subject.name} {cfg.id}: {why}", returncode=2)
 
     def run(self, subject: Subject, cfg: Config, case: str, benchmark) -> None:
         if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -416,7 +429,11 @@ class GroupRunner:
             return self._run_quick(subject, cfg, case, benchmark)
         key = (subject.name, cfg)
         if key not in self._groups:
+            self._may_start(subject, cfg)
+            t0 = time.perf_counter()
             self._groups[key] = self._measure(subject, cfg)
+            self._budget.record(subject.name, time.perf_counter() - t0)
+            _progress.append([r.as_dict() for r in self._groups[key].values()], _COPY_BW.get(cfg.device))
         res = self._groups[key][case]
         if res.status == "skipped":
             pytest.skip(res.reason)
@@ -429,15 +446,18 @@ class GroupRunner:
         floor = subject.floor(cfg)
         res = CaseResult(subject.name, asdict(cfg), cfg.id, case, subject.kind(case), "untimed",
                          floor_bytes=floor.get("bytes"), flops=floor.get("flops"), items=floor.get("items"))
+        self._may_start(subject, cfg)
         factory = subject.build(cfg)[case]
         if isinstance(factory, str):
             res.status, res.reason = "skipped", factory
             RESULTS.append(res)
+            _progress.append([res.as_dict()], None)
             pytest.skip(factory)
         RESULTS.append(res)
         fn = factory()
         benchmark.pedantic(fn, rounds=1, iterations=1)  # disabled in quick mode: one untimed call
         _sync(cfg.device)
+        _progress.append([res.as_dict()], None)
 
     @staticmethod
     def _drop(res: CaseResult, fns: dict, case: str, e: BaseException, device: str) -> None:

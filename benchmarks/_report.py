@@ -19,6 +19,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -102,31 +103,49 @@ def markdown(results, env, copy_bw, quick: bool) -> str:
     lines.append("floor = (bytes that must move / median) / copy bandwidth; > 100% means the working set "
                  "stayed in the caches. vs best baseline = best baseline median / median.")
     lines.append("")
-    lines.append("| subject | config | case | median | vs best baseline | floor | peak MB | extra |")
-    lines.append("|---|---|---|---|---|---|---|---|")
-    for r in results:
-        if r.status == "ok":
-            med = f"{_fmt_time(r.median_s)} ±{_fmt_time(r.iqr_s / 2)}"
-            ratio = (f"{r.speedup_vs_best_baseline:.2f}x" + (" (best)" if r.case == r.best_baseline else "")
-                     if r.speedup_vs_best_baseline is not None else "-")
-            floor = f"{r.floor_fraction:.1%}" if r.floor_fraction is not None else "-"
-            peak = f"{r.peak_bytes / 2**20:.1f}" if r.peak_bytes is not None else "-"
+    lines.append(table([r.as_dict() for r in results]))
+    return "\n".join(lines)
+
+
+def table(rows: list[dict]) -> str:
+    """The markdown table of case results (``CaseResult.as_dict()`` rows, e.g. read back from a log)."""
+    lines = ["| subject | config | case | median | vs best baseline | floor | peak MB | extra |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["status"] == "ok":
+            med = f"{_fmt_time(r['median_s'])} ±{_fmt_time(r['iqr_s'] / 2)}"
+            sp = r["speedup_vs_best_baseline"]
+            ratio = (f"{sp:.2f}x" + (" (best)" if r["case"] == r["best_baseline"] else "")) if sp is not None else "-"
+            floor = f"{r['floor_fraction']:.1%}" if r["floor_fraction"] is not None else "-"
+            peak = f"{r['peak_bytes'] / 2**20:.1f}" if r["peak_bytes"] is not None else "-"
             extra = []
-            if r.achieved_flops_per_s:
-                extra.append(f"{r.achieved_flops_per_s / 1e12:.3g} TFLOP/s")
-            if r.items_per_s:
-                extra.append(f"{r.items_per_s:.4g} clips/s")
-            row = [r.subject, r.group, f"{r.case} ({r.kind})", med, ratio, floor, peak, ", ".join(extra)]
+            if r["achieved_flops_per_s"]:
+                extra.append(f"{r['achieved_flops_per_s'] / 1e12:.3g} TFLOP/s")
+            if r["items_per_s"]:
+                extra.append(f"{r['items_per_s']:.4g} clips/s")
+            row = [r["subject"], r["group"], f"{r['case']} ({r['kind']})", med, ratio, floor, peak, ", ".join(extra)]
         else:
-            why = r.reason.splitlines()[0][:110] if r.reason else ""
-            row = [r.subject, r.group, f"{r.case} ({r.kind})", r.status, "-", "-", "-", why.replace("|", "/")]
+            why = r["reason"].splitlines()[0][:110] if r["reason"] else ""
+            row = [r["subject"], r["group"], f"{r['case']} ({r['kind']})", r["status"], "-", "-", "-",
+                   why.replace("|", "/")]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
+def markdown_rows(rows: list[dict], short: str = "") -> str:
+    """Header line (device, versions, commit of the first row), ``short`` (a summary table), and the
+    table of every case, for a JSON-lines log."""
+    env = rows[0].get("environment", {}) if rows else {}
+    head = (f"mdn_fast benchmarks (log): {env.get('device', '?')}; torch {env.get('torch', '?')}, "
+            f"triton {env.get('triton', '?')}; commit {str(env.get('git_commit'))[:10]}; {len(rows)} cases")
+    return head + "\n\n" + (short + "\n\n" if short else "") + table(rows)
+
+
 def plot(results, path: Path, title: str) -> bool:
-    """Horizontal bars: speed-up over the best baseline per case (log scale), one row per case."""
-    rows = [r for r in results if r.status == "ok" and r.speedup_vs_best_baseline]
+    """Horizontal bars: speed-up over the best baseline per case (log scale), one row per case.
+    ``results``: ``CaseResult`` objects or their dicts."""
+    rows = [r if isinstance(r, dict) else r.as_dict() for r in results]
+    rows = [SimpleNamespace(**r) for r in rows if r["status"] == "ok" and r["speedup_vs_best_baseline"]]
     if not rows:
         return False
     try:

@@ -12,6 +12,49 @@ def _ms(s):
     return "-" if s is None else f"{s * 1e3:.3g}"
 
 
+def _first_line(text) -> str:
+    return (text or "").strip().split("\n", 1)[0]
+
+
+FUSED_SUBJECTS = ("entity_attention", "routed_merge", "dual_path_block", "micro_dualnet")
+
+
+def short_table(rows: list[dict]) -> str:
+    """Per fused op and configuration, each backend's median, its % of the bandwidth floor and its
+    speed-up over each baseline measured in the same group (what a GPU check prints last)."""
+    groups: dict = {}
+    for r in rows:
+        if r["subject"] in FUSED_SUBJECTS:
+            groups.setdefault((r["subject"], r["group"]), []).append(r)
+    present = {r["case"] for g in groups.values() for r in g if r["kind"] == "baseline"}
+    base_names = [b for b in ("eager", "compile", "sdpa") if b in present] + sorted(
+        present - {"eager", "compile", "sdpa"})
+    head = ["op", "config", "backend", "median ms", "% floor"] + [f"vs {b}" for b in base_names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    not_run: dict = {}
+    for (subject, group), rs in sorted(groups.items(), key=lambda kv: FUSED_SUBJECTS.index(kv[0][0])):
+        base = {r["case"]: r["median_s"] for r in rs if r["kind"] == "baseline" and r["status"] == "ok"}
+        for r in rs:
+            if r["kind"] != "backend":
+                continue
+            if r["status"] == "skipped":           # one line per backend and reason, under the table
+                not_run.setdefault((r["case"], _first_line(r.get("reason"))[:150]), []).append(group)
+                continue
+            if r["status"] != "ok":
+                why = _first_line(r.get("reason"))[:60].replace("|", "/")
+                lines.append(f"| {subject} | {group} | {r['case']} | {r['status']}{': ' + why if why else ''} |"
+                             + " |" * (len(head) - 4))
+                continue
+            fl = f"{r['floor_fraction']:.0%}" if r.get("floor_fraction") is not None else "-"
+            ratios = [f"{base[b] / r['median_s']:.2f}x" if b in base else "-" for b in base_names]
+            lines.append("| " + " | ".join([subject, group, r["case"], _ms(r["median_s"]), fl] + ratios) + " |")
+    for (case, why), where in not_run.items():
+        lines.append(f"not run: {case} in {len(where)} configuration(s): {why}")
+    if not groups:
+        lines.append("(no fused-op results)")
+    return "\n".join(lines)
+
+
 def summarize(payload: dict, filt: str | None = None) -> str:
     groups: dict = {}
     for r in payload["results"]:
