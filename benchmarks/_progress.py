@@ -22,9 +22,11 @@ import os
 import time
 from pathlib import Path
 
-#: A group that has not been timed yet on this run is assumed to take this long (seconds, with its
-#: ``torch.compile`` baselines) when deciding whether it still fits the budget.
+#: A subject's first group on this run is assumed to take this long (seconds, its ``torch.compile``
+#: baselines included) when deciding whether it still fits the budget; later groups use the longest
+#: group of the subject measured so far.
 FIRST_GROUP_GUESS_S = {"cuda": 25.0, "cpu": 20.0}
+FIRST_GROUP_GUESS_S_SUBJECT = {"dual_path_block": 40.0, "micro_dualnet": 60.0}
 
 
 def log_paths() -> list[Path]:
@@ -69,7 +71,7 @@ class Budget:
         if end is None:
             return True, ""
         left = end - time.time()
-        guess = self._seen.get(subject, FIRST_GROUP_GUESS_S.get(device, 20.0))
+        guess = self._seen.get(subject, FIRST_GROUP_GUESS_S_SUBJECT.get(subject, FIRST_GROUP_GUESS_S.get(device, 20.0)))
         if left >= guess:
             return True, ""
         return False, (f"time budget: {left:.0f} s left before the deadline, a {subject} group takes "
