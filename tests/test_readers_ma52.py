@@ -296,9 +296,14 @@ def test_dataset_errors(ma52_root, tmp_path):
         MA52Dataset(ma52_root, "val", "pose", pose=bad)
     with pytest.raises(AnnotationError, match=r"nothere\.pkl: pose pickle does not exist"):
         MA52Dataset(ma52_root, "val", "pose", pose=tmp_path / "nothere.pkl")
-    # a listed clip whose video is missing: the error names the file
+    # a listed clip whose video is missing: refused when the dataset is built, naming the file and line
     (tmp_path / "videos_val").mkdir()
     (tmp_path / "val_list_videos.txt").write_bytes(b"gone.mp4 3")
+    with pytest.raises(AnnotationError, match=r"val_list_videos\.txt: 1 of 1 listed clips cannot be used; first: "
+                                              r"line 1, clip 'gone\.mp4': video file .*gone\.mp4' does not exist"):
+        MA52Dataset(tmp_path, "val", "rgb")
+    # a video that exists but cannot be decoded still fails when read, naming the file
+    (tmp_path / "videos_val" / "gone.mp4").write_bytes(b"not a video")
     ds = MA52Dataset(tmp_path, "val", "rgb")
-    with pytest.raises(VideoReadError, match=r"gone\.mp4' does not exist"):
+    with pytest.raises(VideoReadError, match=r"gone\.mp4"):
         ds[0]
