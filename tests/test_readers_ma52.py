@@ -277,6 +277,22 @@ def test_dataset_rgb_only_and_pose_only(ma52_root, tmp_path):
     torch.testing.assert_close(item["keypoints"], from_pkl)  # JSON and pickle paths agree
 
 
+def test_keypoints_rescaled_from_img_shape_to_video_size(ma52_root, tmp_path):
+    """Pose computed on 2x larger frames (img_shape (2H, 2W)) than the (resized) videos: the keypoints
+    come out where the ones computed on the videos do."""
+    kp = keypoints_for(N_FRAMES)
+    big = kp.copy()
+    ok = big[..., 2] > 0
+    big[..., :2] = np.where(ok[..., None], (big[..., :2] + 0.5) * 2 - 0.5, 0)
+    with open(tmp_path / "big.pkl", "wb") as f:
+        pickle.dump([dict(frame_dir="b0001", label=51, img_shape=(2 * H, 2 * W), total_frames=N_FRAMES,
+                          keypoint=big[None, ..., :2], keypoint_score=big[None, ..., 2])], f)
+    a = MA52Dataset(ma52_root, "val", "rgb+pose", pose=tmp_path / "big.pkl", hand_order="as_is")[0]["keypoints"]
+    b = MA52Dataset(ma52_root, "val", "rgb+pose", hand_order="as_is")[0]["keypoints"]
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
+    assert (a[:, 5] == 0).all()                        # missing joints stay (0, 0, 0)
+
+
 def test_dataset_errors(ma52_root, tmp_path):
     with pytest.raises(FileNotFoundError, match="MA-52 list file for split 'bogus'"):
         MA52Dataset(ma52_root, "bogus", "rgb")

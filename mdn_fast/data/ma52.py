@@ -31,8 +31,9 @@ Keypoint sources:
   way, not (x, y, score).
 - OpenPose JSON: ``<folder>/<clip name without extension>/*.json``, one file per frame
   (``mdn_fast.data.openpose_json``).
-Pose frames are matched to video frames proportionally when the two counts differ. Keypoints go through
-exactly the crop/resize of the frames (``mdn_fast.data.video``): they come out in 224x224 pixels.
+Pose frames are matched to video frames proportionally when the two counts differ; keypoints are scaled
+from the pickle's ``img_shape`` to the decoded frame size when the two differ (resized videos). Keypoints go
+through exactly the crop/resize of the frames (``mdn_fast.data.video``): they come out in 224x224 pixels.
 
 Bad clips (a listed clip without pose entry, a malformed entry, a missing video file) are found when the
 dataset is built: by default it refuses them with the file, line and reason (``mdn_fast.data.check``
@@ -331,8 +332,10 @@ class PoseJsonDir:
         d = self._dir(name)
         if not d.is_dir():
             return f"no OpenPose JSON folder {str(d)!r}"
-        if not openpose_json.frame_files(d):
-            return f"OpenPose JSON folder {str(d)!r} holds no frame files"
+        try:
+            openpose_json.frame_files(d)
+        except openpose_json.OpenPoseFormatError as e:
+            return str(e)
         return None
 
     def num_frames(self, name) -> int:
@@ -577,6 +580,8 @@ class MA52Dataset(torch.utils.data.Dataset):
             else:
                 pidx = frame_map(n_pose, n, idx)
             kp_all = seq[pidx] if seq is not None else self.pose.frames(name, pidx)
+            if frames is not None and shape is not None and tuple(shape) != (h, w):
+                kp_all = rescale_keypoints(kp_all, shape, (h, w))
             if self.swap_hands:
                 kp_all = swap_hand_groups(kp_all, self._layout)
         plan = make_crop_plan(h, w, self.train, rng, short_side=self.short_side, out=self.crop_size)
@@ -591,6 +596,18 @@ class MA52Dataset(torch.utils.data.Dataset):
 
     def names(self) -> list[str]:
         return [n for n, _ in self.items]
+
+
+def rescale_keypoints(kp: np.ndarray, src_hw, dst_hw) -> np.ndarray:
+    """Keypoints of a ``src_hw`` frame in the pixels of a ``dst_hw`` frame (a resized video: the pose
+    pickle's ``img_shape`` differs from the decoded frames). Pixel-index convention of
+    ``mdn_fast.data.video``: ``x -> (x + .5) s - .5``; missing joints stay ``(0, 0, 0)``."""
+    sy, sx = dst_hw[0] / src_hw[0], dst_hw[1] / src_hw[1]
+    out = np.array(kp, dtype=np.float32, copy=True)
+    ok = out[..., 2] > 0
+    out[..., 0] = np.where(ok, (out[..., 0] + 0.5) * sx - 0.5, 0.0)
+    out[..., 1] = np.where(ok, (out[..., 1] + 0.5) * sy - 0.5, 0.0)
+    return out
 
 
 def _first_existing_or_none(cands):
