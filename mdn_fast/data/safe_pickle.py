@@ -33,7 +33,11 @@ def _latin1_encode(obj, encoding="utf-8", errors="strict"):
 
 
 def _numpy_callables() -> dict:
-    from numpy._core import multiarray, numeric
+    # keys use numpy 2's module names (``_canonical_module`` maps numpy 1's numpy.core.* onto them)
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:       # numpy 1.x
+        from numpy.core import multiarray, numeric
     out = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
            ("numpy._core.multiarray", "_reconstruct"): multiarray._reconstruct,
            ("numpy._core.multiarray", "scalar"): multiarray.scalar}
