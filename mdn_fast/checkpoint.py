@@ -15,12 +15,26 @@ Every file holds only tensors, numbers, strings, lists and dicts, so it loads wi
 ``OUT/checkpoint.pt`` (kind ``"model"``, written when training ends) has no optimizer state.
 Format ``mdn_fast.checkpoint/1`` (the first release: model-only, synthetic set) still loads for
 evaluation; anything else is refused.
+
+Nothing lost:
+- every file is written atomically (``save``, ``atomic_copy``): a temporary file beside the target
+  (``.NAME.tmp-PID-TOKEN``), flushed and fsynced, renamed over the target, the folder fsynced. A run
+  killed mid-write leaves the previous file intact and at most a temporary file, which
+  ``clean_stale_temps(OUT)`` removes when the next run starts.
+- ``save`` stores a SHA-256 over the content (every tensor's dtype, shape and bytes, every other value's
+  repr) under ``"integrity"``; ``load`` recomputes it and refuses a mismatch as *corrupted*. A file cut
+  short is refused as *truncated*, a file that is no ``torch.save`` output (a text file) as such.
+  Checkpoints written before the hash existed load unverified.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import random
+import re
+import secrets
+import shutil
 
 import numpy as np
 import torch
@@ -33,27 +47,175 @@ READABLE = ("mdn_fast.checkpoint/1", FORMAT)
 _IGNORED_MODEL_KEYS = ("backend", "backbone_weights")
 
 
-def save(obj: dict, path: str) -> str:
-    """``torch.save`` through a temporary file and an atomic rename: a run killed mid-write leaves the
-    previous checkpoint intact."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+#: Key of the content hash in a checkpoint dict, and the hashing scheme's name (stored with it).
+INTEGRITY_KEY = "integrity"
+HASH_SCHEME = "sha256/mdn_fast-content/1"
+_TEMP_RE = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]+$")     # ours: .last.pt.tmp-<pid>-<token>
+_OLD_TEMP_RE = re.compile(r"^.+\.pt\.tmp(\d+)$")          # earlier versions: last.pt.tmp<pid>
+
+
+def content_digest(obj) -> str:
+    """SHA-256 over a checkpoint's content: tensors by dtype, shape and bytes; dicts (in order), lists
+    and tuples by structure; other values by type and repr. Stable across ``torch.save``/``torch.load``."""
+    h = hashlib.sha256()
+
+    def walk(x):
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}|".encode())
+            if t.numel():
+                h.update(t.reshape(-1).view(torch.uint8).numpy())
+        elif isinstance(x, dict):
+            h.update(f"D{len(x)}|".encode())
+            for k, v in x.items():
+                walk(k)
+                walk(v)
+        elif isinstance(x, (list, tuple)):
+            h.update(f"{'L' if isinstance(x, list) else 'U'}{len(x)}|".encode())
+            for v in x:
+                walk(v)
+        else:
+            h.update(f"S{type(x).__name__}:{x!r}|".encode())
+
+    walk(obj)
+    return h.hexdigest()
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:       # e.g. Windows: folders cannot be opened; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: str, write) -> str:
+    """Write through ``write(binary file)`` into a temp file beside ``path``, fsync, rename over ``path``."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(directory)
     return path
 
 
+def save(obj: dict, path: str) -> str:
+    """``torch.save`` atomically (temp file, fsync, rename): a run killed mid-write leaves the previous
+    checkpoint intact. Adds the content hash (``INTEGRITY_KEY``) that ``load`` verifies."""
+    body = {k: v for k, v in obj.items() if k != INTEGRITY_KEY}
+    body[INTEGRITY_KEY] = {"scheme": HASH_SCHEME, "sha256": content_digest(body)}
+    return _atomic_write(path, lambda f: torch.save(body, f))
+
+
+def atomic_copy(src: str, dst: str) -> str:
+    """Copy ``src`` to ``dst`` atomically (e.g. ``OUT/last.pt`` -> ``OUT/best.pt``): ``dst`` is the old
+    file or the complete copy, never a partial one."""
+    with open(src, "rb") as fin:
+        return _atomic_write(dst, lambda f: shutil.copyfileobj(fin, f, 1 << 20))
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False            # our own leftovers: this process is not writing them now
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def clean_stale_temps(directory: str) -> list[str]:
+    """Remove the temporary files that killed runs left in ``directory`` (``save``/``atomic_copy``
+    temps, and ``*.pt.tmp<pid>`` of earlier versions) unless their process is still alive on this
+    machine; returns the removed paths. Call it once when a run starts, before the first save."""
+    removed = []
+    if not os.path.isdir(directory):
+        return removed
+    for name in sorted(os.listdir(directory)):
+        m = _TEMP_RE.match(name) or _OLD_TEMP_RE.match(name)
+        p = os.path.join(directory, name)
+        if m is None or not os.path.isfile(p) or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            os.unlink(p)
+            removed.append(p)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _precheck(path: str) -> bool:
+    """Refuse empty, truncated and non-``torch.save`` files before unpickling; True for a zip archive
+    (torch's format since 1.6), False for the legacy pickle format."""
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ValueError(f"checkpoint: {path!r} is truncated: the file is empty (0 bytes), a write was cut short "
+                         f"(killed run, full disk); use another checkpoint (OUT/last.pt, OUT/best.pt)")
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 4 and b"PK\x03\x04".startswith(head):
+            raise ValueError(f"checkpoint: {path!r} is truncated: {size} bytes, the start of an archive; a write "
+                             f"was cut short (killed run, full disk); use another checkpoint (OUT/last.pt, OUT/best.pt)")
+        if head.startswith(b"PK\x03\x04"):
+            f.seek(max(0, size - (22 + 65535)))
+            tail = f.read()
+            if b"PK\x05\x06" not in tail:
+                raise ValueError(f"checkpoint: {path!r} is truncated: the archive ends before its directory "
+                                 f"({size} bytes; a write was cut short by a killed run or a full disk); use "
+                                 f"another checkpoint (OUT/last.pt, OUT/best.pt)")
+            return True
+    if head[:1] != b"\x80":
+        looks = "text" if all(32 <= c < 127 or c in (9, 10, 13) for c in head) else "other data"
+        raise ValueError(f"checkpoint: {path!r} is not a checkpoint written by torch.save (it starts with {head!r}, "
+                         f"which looks like {looks}); mdn-fast train writes OUT/last.pt, OUT/best.pt and "
+                         f"OUT/checkpoint.pt")
+    return False
+
+
 def load(path: str, *, need_train_state: bool = False) -> dict:
-    """Load a checkpoint with ``weights_only=True`` and check its format (ValueError naming what was
-    found and what is readable); ``need_train_state`` asks for a resumable ``last.pt``/``best.pt``."""
+    """Load a checkpoint with ``weights_only=True``, verify its content hash and check its format
+    (ValueError naming what was found: truncated, corrupted, not a checkpoint, another format);
+    ``need_train_state`` asks for a resumable ``last.pt``/``best.pt``."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint: no such file {path!r} (mdn-fast train writes OUT/last.pt, "
                                 f"OUT/best.pt and OUT/checkpoint.pt)")
+    is_zip = _precheck(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as e:
+    except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if is_zip and "Weights only load failed" not in str(e):
+            raise ValueError(f"checkpoint: {path!r} is corrupted: torch.load cannot read it ({type(e).__name__}: "
+                             f"{first}); use another checkpoint (OUT/last.pt, OUT/best.pt)") from None
         raise ValueError(f"checkpoint: {path!r} cannot be loaded safely (torch.load weights_only=True refused "
-                         f"it: {first}); only checkpoints written by mdn-fast train are accepted") from None
+                         f"it: {first}); only checkpoints written by mdn-fast train are accepted (or it is "
+                         f"corrupted)") from None
+    if isinstance(ckpt, dict) and INTEGRITY_KEY in ckpt:
+        stored = ckpt.pop(INTEGRITY_KEY)
+        ok = isinstance(stored, dict) and stored.get("scheme") == HASH_SCHEME
+        if not ok or stored.get("sha256") != content_digest(ckpt):
+            raise ValueError(f"checkpoint: {path!r} is corrupted: its content does not match the SHA-256 stored "
+                             f"when it was written (a bit flip on disk or in transfer); use another checkpoint "
+                             f"(OUT/last.pt, OUT/best.pt) or copy it again")
     fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
     if fmt not in READABLE:
         found = repr(fmt) if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}, not a dict"

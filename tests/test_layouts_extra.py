@@ -62,6 +62,29 @@ def test_hand_blocks_are_fingertips_in_their_hand_entity(name):
     assert all(lay.joint_names[j].startswith("L") for j in left)
 
 
+def test_coco18_hands28_matches_public_ma52_config():
+    """The public MA-52 28-keypoint configuration links points 18-22 to COCO-18 joint 7 (LWrist) and
+    23-27 to joint 4 (RWrist): the layout's names, entities, roles, skeleton and hand blocks agree."""
+    lay = get_layout("coco18_hands28")
+    assert lay.role("l_wrist") == 7 and lay.role("r_wrist") == 4
+    assert lay.joint_names[7] == "LWrist" and lay.joint_names[4] == "RWrist"
+    assert all(lay.joint_names[j].startswith("L") for j in range(18, 23))
+    assert all(lay.joint_names[j].startswith("R") for j in range(23, 28))
+    assert set(range(18, 23)) <= set(lay.entity_joints["left_hand"])
+    assert set(range(23, 28)) <= set(lay.entity_joints["right_hand"])
+    assert {(7, j) for j in range(18, 23)} | {(4, j) for j in range(23, 28)} <= set(lay.skeleton)
+    assert HAND_BLOCKS["coco18_hands28"] == (tuple(range(23, 28)), tuple(range(18, 23)))   # (right, left)
+    # data drawn as the public config says (18-22 around joint 7) is in the layout's order: no swap
+    rng = np.random.default_rng(5)
+    kp = np.zeros((10, 28, 3))
+    kp[..., :2] = rng.uniform(100, 500, (10, 28, 2))
+    kp[..., 2] = 0.9
+    kp[:, 7, :2], kp[:, 4, :2] = (450, 350), (150, 350)
+    kp[:, 18:23, :2] = kp[:, 7:8, :2] + rng.normal(0, 10, (10, 5, 2))
+    kp[:, 23:28, :2] = kp[:, 4:5, :2] + rng.normal(0, 10, (10, 5, 2))
+    assert hand_groups_swapped(kp, lay) is False
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_boxes_from_random_people(name):
     lay = get_layout(name)

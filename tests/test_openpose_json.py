@@ -58,8 +58,8 @@ def test_coco18_hands28_assembly(tmp_path):
     got = oj.read_frame(tmp_path / "c18.json", "coco18_hands28")
     assert got.shape == (28, 3)
     np.testing.assert_allclose(got[:18], body18, rtol=1e-6)
-    np.testing.assert_allclose(got[18:23], rh[list(HAND_TIPS_21)], rtol=1e-6)     # right block first
-    np.testing.assert_allclose(got[23:28], lh[list(HAND_TIPS_21)], rtol=1e-6)
+    np.testing.assert_allclose(got[18:23], lh[list(HAND_TIPS_21)], rtol=1e-6)     # left block first (MA-52)
+    np.testing.assert_allclose(got[23:28], rh[list(HAND_TIPS_21)], rtol=1e-6)
     # BODY_25 body + hands -> COCO-18 mapping
     b25 = _rand_kp(rng, 25)
     oj.write_frame(tmp_path / "b25.json", b25, hands=(lh, rh))

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from mdn_fast.data.ma52 import BODY_OF_ACTION
-from mdn_fast.data.prediction_csv import (HEADER, body_ranking_from_actions, read_prediction_csv,
-                                          write_prediction_csv)
+from mdn_fast.data.prediction_csv import HEADER, body_from_actions, read_prediction_csv, write_prediction_csv
 
 
 def _vids(n):
@@ -25,15 +24,27 @@ def test_roundtrip_body_from_actions(tmp_path, seed):
     assert vids == _vids(n)
     np.testing.assert_array_equal(act, logits.topk(5, dim=1).indices.numpy())
     bmap = np.asarray(BODY_OF_ACTION)
-    assert (body[:, 0] == bmap[act[:, 0]]).all()          # body_pred_1 = body of the top-1 action
-    for i in range(n):
-        assert len(set(body[i])) == 5
-        # each body class appears in the order its first action appears in the full ranking
-        order = logits[i].argsort(descending=True).numpy()
-        firsts = [int(np.flatnonzero(bmap[order] == b)[0]) for b in body[i]]
-        assert firsts == sorted(firsts)
-        unseen = set(range(7)) - set(body[i])
-        assert all(int(np.flatnonzero(bmap[order] == b)[0]) > firsts[-1] for b in unseen)
+    # the official evaluation script's rule: body_pred_k = body_of(action_pred_k), repeats included
+    np.testing.assert_array_equal(body, bmap[act])
+    for i, line in enumerate(text.splitlines()[1:]):
+        cols = [int(c) for c in line.split(",")[1:]]
+        assert cols[5:] == [BODY_OF_ACTION[a] for a in cols[:5]], (i, line)
+
+
+def test_official_example_row_reads_and_rewrites_identically(tmp_path):
+    """The official script's own file (repeated body ids) reads back, and our writer reproduces it."""
+    p = tmp_path / "prediction.csv"
+    rows = ["test0000.mp4,9,8,7,10,5,1,1,1,1,1", "test0001.mp4,40,3,45,24,50,5,0,5,3,6"]
+    p.write_bytes(("\r\n".join([",".join(HEADER)] + rows)).encode())     # CRLF, no final newline
+    vids, act, body = read_prediction_csv(p)
+    assert vids == ["test0000.mp4", "test0001.mp4"]
+    assert act.tolist() == [[9, 8, 7, 10, 5], [40, 3, 45, 24, 50]]
+    assert body.tolist() == [[1, 1, 1, 1, 1], [5, 0, 5, 3, 6]]
+    logits = np.zeros((2, 52))
+    for i, a in enumerate(act):
+        logits[i, a] = np.arange(5, 0, -1)                 # ranks the five actions in the file's order
+    out = write_prediction_csv(tmp_path / "ours.csv", vids, logits)
+    assert out.read_text().splitlines()[1:] == rows
 
 
 def test_roundtrip_with_body_logits(tmp_path):
@@ -50,7 +61,7 @@ def test_ties_go_to_lower_id():
     logits[0, [40, 3]] = 1.0
     rank = np.argsort(-logits, axis=1, kind="stable")
     assert list(rank[0, :4]) == [3, 40, 0, 1]
-    assert list(body_ranking_from_actions(rank)[0]) == [0, 5, 1, 2, 3]
+    assert list(body_from_actions(rank[:, :5])[0]) == [0, 5, 0, 0, 0]
 
 
 def test_write_errors(tmp_path):
@@ -68,7 +79,8 @@ def test_write_errors(tmp_path):
     ("test0001.mp4,1,2,3,4,5,0,1,2,3\n", r"p\.csv, line 3: expected 11 columns, found 10"),
     ("test0001.mp4,1,2,3,4,x,0,1,2,3,4\n", r"p\.csv, line 3: expected integer class ids"),
     ("test0001.mp4,1,2,3,4,4,0,1,2,3,4\n", r"p\.csv, line 3: expected 5 distinct action ids"),
-    ("test0001.mp4,1,2,3,4,5,0,1,2,3,7\n", r"p\.csv, line 3: expected 5 distinct body ids in 0\.\.6"),
+    ("test0001.mp4,1,2,3,4,5,0,1,2,3,7\n", r"p\.csv, line 3: expected 5 body ids in 0\.\.6, found \[0, 1, 2, 3, 7\]"),
+    ("test0001.mp4,1,2,3,4,5,0,-1,2,3,4\n", r"p\.csv, line 3: expected 5 body ids in 0\.\.6"),
 ])
 def test_read_errors_name_file_and_line(tmp_path, body, msg):
     p = tmp_path / "p.csv"

@@ -277,6 +277,22 @@ def test_dataset_rgb_only_and_pose_only(ma52_root, tmp_path):
     torch.testing.assert_close(item["keypoints"], from_pkl)  # JSON and pickle paths agree
 
 
+def test_keypoints_rescaled_from_img_shape_to_video_size(ma52_root, tmp_path):
+    """Pose computed on 2x larger frames (img_shape (2H, 2W)) than the (resized) videos: the keypoints
+    come out where the ones computed on the videos do."""
+    kp = keypoints_for(N_FRAMES)
+    big = kp.copy()
+    ok = big[..., 2] > 0
+    big[..., :2] = np.where(ok[..., None], (big[..., :2] + 0.5) * 2 - 0.5, 0)
+    with open(tmp_path / "big.pkl", "wb") as f:
+        pickle.dump([dict(frame_dir="b0001", label=51, img_shape=(2 * H, 2 * W), total_frames=N_FRAMES,
+                          keypoint=big[None, ..., :2], keypoint_score=big[None, ..., 2])], f)
+    a = MA52Dataset(ma52_root, "val", "rgb+pose", pose=tmp_path / "big.pkl", hand_order="as_is")[0]["keypoints"]
+    b = MA52Dataset(ma52_root, "val", "rgb+pose", hand_order="as_is")[0]["keypoints"]
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
+    assert (a[:, 5] == 0).all()                        # missing joints stay (0, 0, 0)
+
+
 def test_dataset_errors(ma52_root, tmp_path):
     with pytest.raises(FileNotFoundError, match="MA-52 list file for split 'bogus'"):
         MA52Dataset(ma52_root, "bogus", "rgb")
@@ -296,9 +312,14 @@ def test_dataset_errors(ma52_root, tmp_path):
         MA52Dataset(ma52_root, "val", "pose", pose=bad)
     with pytest.raises(AnnotationError, match=r"nothere\.pkl: pose pickle does not exist"):
         MA52Dataset(ma52_root, "val", "pose", pose=tmp_path / "nothere.pkl")
-    # a listed clip whose video is missing: the error names the file
+    # a listed clip whose video is missing: refused when the dataset is built, naming the file and line
     (tmp_path / "videos_val").mkdir()
     (tmp_path / "val_list_videos.txt").write_bytes(b"gone.mp4 3")
+    with pytest.raises(AnnotationError, match=r"val_list_videos\.txt: 1 of 1 listed clips cannot be used; first: "
+                                              r"line 1, clip 'gone\.mp4': video file .*gone\.mp4' does not exist"):
+        MA52Dataset(tmp_path, "val", "rgb")
+    # a video that exists but cannot be decoded still fails when read, naming the file
+    (tmp_path / "videos_val" / "gone.mp4").write_bytes(b"not a video")
     ds = MA52Dataset(tmp_path, "val", "rgb")
-    with pytest.raises(VideoReadError, match=r"gone\.mp4' does not exist"):
+    with pytest.raises(VideoReadError, match=r"gone\.mp4"):
         ds[0]

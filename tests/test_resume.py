@@ -110,9 +110,10 @@ def tiny_ckpt(tmp_path_factory):
 
 
 def _rewrite(src, dst, edit):
-    c = torch.load(src, weights_only=True)
+    """A deliberately edited checkpoint, saved with a fresh content hash (``ckpt_io.save``)."""
+    c = ckpt_io.load(str(src))
     edit(c)
-    torch.save(c, dst)
+    ckpt_io.save(c, str(dst))
     return str(dst)
 
 

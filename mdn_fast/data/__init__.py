@@ -8,6 +8,8 @@ from . import openpose_json
 from .imigue import IMiGUEDataset
 from .ma52 import BODY_OF_ACTION, MA52Dataset, read_label_names, read_list
 from .prediction_csv import read_prediction_csv, write_prediction_csv
+from . import safe_pickle
+from .check import check_dataset
 
 __all__ = [
     "ENTITIES", "BOX_RULES", "Layout", "register_layout", "get_layout", "layout_names",
@@ -15,5 +17,5 @@ __all__ = [
     "POSE_FEATURE_DIM", "pose_features", "entity_joint_counts", "body_centre_scale",
     "SyntheticMicroActions", "CLASS_NAMES", "BODY_NAMES", "BODY_OF_CLASS", "RHYTHM_PAIRS",
     "MA52Dataset", "IMiGUEDataset", "read_list", "read_label_names", "BODY_OF_ACTION",
-    "write_prediction_csv", "read_prediction_csv", "openpose_json",
+    "write_prediction_csv", "read_prediction_csv", "openpose_json", "safe_pickle", "check_dataset",
 ]

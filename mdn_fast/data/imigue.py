@@ -4,7 +4,8 @@ Files (per split; the challenge names them ``train`` and ``valid``, a test phase
 - ``{split}_data.npy``: float32 ``(N, 3, 90, 22, 1)`` = (clip, [x, y, score], frame, joint, person),
   joints in the ``miga22`` layout. Clips shorter than 90 frames are zero-padded at the end (the
   challenge converter writes the first ``length`` frames and leaves the rest 0).
-- ``{split}_label.pkl``: ``pickle.dump((sample_names, labels))`` — a pair of equal-length lists, names
+- ``{split}_label.pkl``: ``pickle.dump((sample_names, labels))`` (read with the restricted unpickler
+  ``mdn_fast.data.safe_pickle``: builtin containers, scalars and numpy arrays only) — a pair of equal-length lists, names
   like ``"<video>_<k>"`` and integer labels in 0..31 (the converter subtracts 1 from the 1-based
   gesture id and maps id 99 to class 31). Source: the challenge baseline's converter,
   github.com/mikecheninoulu/SMG classification/iMiGUE/stgcn_imigue/tools/imigue_gendata.py, and the
@@ -16,13 +17,13 @@ Files (per split; the challenge names them ``train`` and ``valid``, a test phase
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .layouts import get_layout
+from . import safe_pickle
 from .layouts_extra import hand_groups_swapped, swap_hand_groups
 from .video import tsn_sample_indices
 
@@ -39,12 +40,13 @@ def read_labels(path, num_classes: int = NUM_CLASSES) -> tuple[list[str], list[i
     path = Path(path)
     if not path.is_file():
         raise IMiGUEFormatError(f"{path}: label file does not exist")
-    with open(path, "rb") as f:
-        try:
-            obj = pickle.load(f)
-        except Exception as e:
-            raise IMiGUEFormatError(f"{path}: cannot unpickle ({type(e).__name__}: {e}); expected a pickled "
-                                    f"(sample_names, labels) pair") from None
+    try:
+        obj = safe_pickle.load(path)    # restricted: a crafted label file cannot run code
+    except safe_pickle.UnsafePickleError as e:
+        raise IMiGUEFormatError(str(e)) from None
+    except Exception as e:
+        raise IMiGUEFormatError(f"{path}: cannot unpickle ({type(e).__name__}: {e}); expected a pickled "
+                                f"(sample_names, labels) pair") from None
     if isinstance(obj, dict) and {"sample_name", "label"} <= set(obj):
         names, labels = obj["sample_name"], obj["label"]
     elif isinstance(obj, (tuple, list)) and len(obj) == 2:
@@ -128,6 +130,7 @@ class IMiGUEDataset(torch.utils.data.Dataset):
         self.num_frames = int(num_frames)
         self.train = (split == "train") if train is None else bool(train)
         self.data_path = _split_file(self.root, split, "_data.npy")
+        self.mmap = bool(mmap)
         self.data = read_data(self.data_path, mmap=mmap)
         try:
             self.label_path = _split_file(self.root, split, "_label.pkl")
@@ -146,6 +149,19 @@ class IMiGUEDataset(torch.utils.data.Dataset):
             n = min(512, self.data.shape[0])
             kp = np.asarray(self.data[:n, :, :, :, 0]).transpose(0, 2, 3, 1)   # (n, T, V, 3)
             self.swap_hands = bool(hand_groups_swapped(kp, self._layout))
+
+    def __getstate__(self):
+        # A memory-mapped array would pickle its whole content (hundreds of MB per DataLoader worker under
+        # spawn/forkserver); send the path and map the file again on the other side.
+        state = dict(self.__dict__)
+        if self.mmap:
+            state["data"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.data is None:
+            self.data = read_data(self.data_path, mmap=True)
 
     def __len__(self) -> int:
         return self.data.shape[0]

@@ -12,7 +12,6 @@ Coordinates everywhere are image pixels, x to the right, y down; "left"/"right" 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Mapping, Sequence
 
 #: The six entities of Micro-DualNet on MA-52 (design.md §1), in the model's K order.
@@ -26,6 +25,32 @@ BOX_RULES = ("extent", "openpose_hand", "openpose_face")
 
 #: Roles the "openpose_face" rule reads.
 FACE_ROLES = ("nose", "neck", "l_eye", "r_eye", "l_ear", "r_ear")
+
+
+class FrozenDict(dict):
+    """A read-only dict. Unlike ``types.MappingProxyType`` it pickles and deep-copies, so a ``Layout``
+    (and every module or dataset holding one) survives ``copy.deepcopy``, ``pickle`` and DataLoader
+    workers started with spawn/forkserver."""
+
+    __slots__ = ()
+
+    def _readonly(self, *args, **kwargs):
+        raise TypeError("a Layout's mappings are read-only; build a new Layout and register_layout it")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _readonly
+
+    def __reduce__(self):
+        # rebuild from a plain dict: the default dict-subclass pickling would call __setitem__
+        return (type(self), (dict(self),))
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self     # immutable: values are ints, strings and tuples of them
+
+    def __repr__(self):
+        return f"FrozenDict({dict.__repr__(self)})"
 
 
 @dataclass(frozen=True)
@@ -64,11 +89,11 @@ class Layout:
         # Freeze the mappings so a registered layout cannot be changed behind the registry's back.
         ej = {str(e): tuple(int(j) for j in js) for e, js in dict(self.entity_joints).items()}
         object.__setattr__(self, "joint_names", tuple(self.joint_names))
-        object.__setattr__(self, "entity_joints", MappingProxyType(ej))
-        object.__setattr__(self, "roles", MappingProxyType({str(r): int(j) for r, j in dict(self.roles).items()}))
-        object.__setattr__(self, "box_rules", MappingProxyType(dict(self.box_rules)))
+        object.__setattr__(self, "entity_joints", FrozenDict(ej))
+        object.__setattr__(self, "roles", FrozenDict({str(r): int(j) for r, j in dict(self.roles).items()}))
+        object.__setattr__(self, "box_rules", FrozenDict(dict(self.box_rules)))
         object.__setattr__(self, "hand_arm_roles",
-                           MappingProxyType({e: tuple(r) for e, r in dict(self.hand_arm_roles).items()}))
+                           FrozenDict({e: tuple(r) for e, r in dict(self.hand_arm_roles).items()}))
         object.__setattr__(self, "skeleton", tuple((int(a), int(b)) for a, b in self.skeleton))
         object.__setattr__(self, "center_joints", tuple(tuple(int(j) for j in s) for s in self.center_joints))
         object.__setattr__(self, "scale_pairs", tuple((int(a), int(b), float(f)) for a, b, f in self.scale_pairs))

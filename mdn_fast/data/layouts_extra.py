@@ -7,11 +7,11 @@ index, middle, ring, little (OpenPose hand-model indices 4, 8, 12, 16, 20 of its
 Sources and assumptions (say which is which):
 - ``coco18_hands28`` — facts.md: "OpenPose COCO-18 plus 5 points per hand (28 keypoints)". The COCO-18
   body order is OpenPose's (Nose, Neck, RShoulder, RElbow, RWrist, LShoulder, LElbow, LWrist, RHip,
-  RKnee, RAnkle, LHip, LKnee, LAnkle, REye, LEye, REar, LEar). ASSUMED, not found in public code: the
-  10 hand points follow as the right hand's five fingertips (18–22) then the left hand's (23–27),
-  thumb..little — the block order of the MiGA release below. ``hand_groups_swapped`` checks a file's
-  data against this (which hand block lies next to which wrist) and the readers swap the blocks when
-  the data say so.
+  RKnee, RAnkle, LHip, LKnee, LAnkle, REye, LEye, REar, LEar). The 10 hand points follow as the LEFT
+  hand's five points (18–22) then the RIGHT hand's (23–27): the public MA-52 28-keypoint model
+  configuration links 18–22 to COCO-18 joint 7 (LWrist) and 23–27 to joint 4 (RWrist) (facts.md).
+  ASSUMED: the five points per hand are the fingertips thumb..little. ``hand_groups_swapped`` still
+  checks a file's data against this order, and the readers swap the blocks only when the data say so.
 - ``coco17`` — the COCO keypoint order (nose, eyes, ears, shoulders, elbows, wrists, hips, knees,
   ankles; left before right). No neck, so the face uses the extent rule on nose and eyes, and the head
   the extent of nose, eyes and ears.
@@ -53,12 +53,12 @@ _HAND_ROLES = {"left_hand": ("l_shoulder", "l_elbow", "l_wrist"),
 # ------------------------------------------------------------------------------------------ coco18_hands28
 COCO18_HANDS28 = register_layout(Layout(
     name="coco18_hands28",
-    joint_names=_COCO18_NAMES + _R_TIPS + _L_TIPS,
+    joint_names=_COCO18_NAMES + _L_TIPS + _R_TIPS,       # left hand's points first (public config)
     entity_joints={
         "head": (0, 1, 14, 15, 16, 17),
         "face": (0, 14, 15, 16, 17),
-        "left_hand": (5, 6, 7, 23, 24, 25, 26, 27),     # arm that places the hand + its fingertips
-        "right_hand": (2, 3, 4, 18, 19, 20, 21, 22),
+        "left_hand": (5, 6, 7, 18, 19, 20, 21, 22),     # arm that places the hand + its fingertips
+        "right_hand": (2, 3, 4, 23, 24, 25, 26, 27),
         "torso": (1, 2, 5, 8, 11),
         "lower_body": (8, 9, 10, 11, 12, 13),
     },
@@ -70,7 +70,7 @@ COCO18_HANDS28 = register_layout(Layout(
     skeleton=((1, 0), (0, 14), (14, 16), (0, 15), (15, 17),
               (1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7),
               (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13))
-    + tuple((4, j) for j in range(18, 23)) + tuple((7, j) for j in range(23, 28)),
+    + tuple((7, j) for j in range(18, 23)) + tuple((4, j) for j in range(23, 28)),
     # No mid-hip joint in COCO-18: centre = neck, else shoulders, else hips; scale from the widths.
     center_joints=((1,), (2, 5), (8, 11)),
     scale_pairs=((2, 5, 1.0 / 0.7), (8, 11, 1.0 / 0.4)),
@@ -127,7 +127,7 @@ MIGA22 = register_layout(Layout(
 
 #: Layouts with per-hand point blocks: name -> (right block, left block).
 HAND_BLOCKS = {
-    "coco18_hands28": (tuple(range(18, 23)), tuple(range(23, 28))),
+    "coco18_hands28": (tuple(range(23, 28)), tuple(range(18, 23))),
     "miga22": (tuple(range(12, 17)), tuple(range(17, 22))),
 }
 

@@ -1,32 +1,47 @@
 """MA-52 (Micro-Action-52) readers and dataset.
 
-Files (the public release's layout, as in VUT-HFUT/Micro-Action's mmaction2 data folder):
+Files, as the public release is downloaded (VUT-HFUT/Micro-Action), every part found by default:
 ```
 root/
   {train,val,test}_list_videos.txt   "name.mp4 label" per line, CRLF, last line may lack a newline
-                                     (also looked for under root/annotations/)
-  label_name.txt                     "id<TAB>name" per line
-  videos_{train,val,test}/name.mp4   (or root/{split}/, root/videos/{split}/)
-  pose source (optional)             an mmaction-style pickle or a folder of OpenPose JSON folders
+                                     (at the root or under root/annotations/)
+  label_name.txt                     "id<TAB>name" per line (root or annotations/)
+  raw_videos/                        the clips: raw_videos/{split}/name.mp4 or raw_videos/name.mp4
+                                     (also videos_{split}/, {split}/, videos/{split}/, videos/)
+  MA-52_openpose_28kp/MA52_{split}.pkl   pose pickles (also MA52_{split}.pkl, pose/{split}.pkl,
+                                     pose_{split}.pkl, or folders of OpenPose JSON: pose/{split}/<clip>/)
 ```
+``MA52Dataset(lists=, videos=, pose=)`` overrides each part (a file, or a folder searched as above).
+Clip names match with or without split prefixes and video extensions: the list's ``0003_01_0001.mp4``
+is the pose pickle's ``frame_dir`` ``train/0003_01_0001`` (``clip_key``).
+
 Hidden test labels: the public ``test_list_videos.txt`` writes ``0`` for every clip. ``read_list`` returns
 what the file says, mapping a missing label to ``-1``; ``MA52Dataset`` reports ``label = body_label = -1``
 for every clip when ``hide_labels`` is True (default: ``split == "test"``), so placeholder zeros never
 reach a metric.
 
 Keypoint sources:
-- mmaction/pyskl pose pickle: a list of dicts, or a dict whose ``"annotations"`` is that list; each with
-  ``frame_dir`` (clip name without extension), ``label``, ``img_shape`` (h, w), ``total_frames``,
-  ``keypoint [M, T, J, 2]`` and ``keypoint_score [M, T, J]`` (or ``keypoint [M, T, J, 3]``). With several
-  people (M > 1) we take the one with the highest mean score over the clip.
+- mmaction/pyskl pose pickle (read with the restricted unpickler ``mdn_fast.data.safe_pickle``: a crafted
+  file cannot run code): a list of dicts, or a dict whose ``"annotations"`` is that list; each with
+  ``frame_dir`` (clip name, maybe with a split prefix, without extension), ``label``, ``img_shape``
+  (h, w), ``total_frames``, ``keypoint [M, T, J, 2]`` and ``keypoint_score [M, T, J]``. With several
+  people (M > 1) we take the one with the highest mean score over the clip. A clip without detections
+  (``keypoint`` of shape ``(0, T, J, 2)``, as pyskl writes it) loads as T frames of missing joints
+  (every entity absent). ``keypoint [M, T, J, 3]`` is refused: pyskl stores 3-D keypoints (x, y, z) that
+  way, not (x, y, score).
 - OpenPose JSON: ``<folder>/<clip name without extension>/*.json``, one file per frame
   (``mdn_fast.data.openpose_json``).
-Pose frames are matched to video frames proportionally when the two counts differ. Keypoints go through
-exactly the crop/resize of the frames (``mdn_fast.data.video``): they come out in 224x224 pixels.
+Pose frames are matched to video frames proportionally when the two counts differ; keypoints are scaled
+from the pickle's ``img_shape`` to the decoded frame size when the two differ (resized videos). Keypoints go
+through exactly the crop/resize of the frames (``mdn_fast.data.video``): they come out in 224x224 pixels.
+
+Bad clips (a listed clip without pose entry, a malformed entry, a missing video file) are found when the
+dataset is built: by default it refuses them with the file, line and reason (``mdn_fast.data.check``
+scans a whole release, videos included); ``skip_bad_clips=True`` logs them and leaves them out.
 """
 from __future__ import annotations
 
-import pickle
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +50,7 @@ import torch
 from .layouts import get_layout
 # importing layouts_extra registers coco18_hands28 / coco17 / miga22
 from .layouts_extra import HAND_BLOCKS, hand_groups_swapped, swap_hand_groups
-from . import openpose_json
+from . import openpose_json, safe_pickle
 from .video import (apply_to_frames, apply_to_keypoints, count_frames, decode_frames, frame_map,
                     make_crop_plan, tsn_sample_indices)
 
@@ -48,6 +63,9 @@ BODY_OF_ACTION = tuple([0] * 5 + [1] * 6 + [2] * 13 + [3] * 8 + [4] * 6 + [5] * 
 assert len(BODY_OF_ACTION) == NUM_CLASSES
 MODALITIES = ("rgb+pose", "rgb", "pose")
 SPLITS = ("train", "val", "test")
+#: Extensions ``clip_key`` strips from a clip name.
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
+log = logging.getLogger(__name__)
 
 
 class AnnotationError(ValueError):
@@ -72,36 +90,47 @@ def _lines(path: Path):
         yield n, line
 
 
-def read_list(path, num_classes: int = NUM_CLASSES) -> list[tuple[str, int]]:
-    """``{split}_list_videos.txt`` -> ``[(name, label)]``; a missing label (hidden test) -> -1.
-
-    Blank lines are skipped. Each other line must be ``name`` or ``name label`` with ``label`` an
-    integer in ``0..num_classes-1`` or ``-1``; anything else raises ``AnnotationError`` naming the line.
-    """
+def parse_list(path, num_classes: int = NUM_CLASSES) -> list[tuple[int, str | None, int, str | None]]:
+    """Every non-blank line of a list file as ``(line number, name, label, problem)``; ``problem`` is
+    None for a good line, else why the line is unusable (``name``/``label`` then best effort). Used by
+    ``read_list`` (which raises on the first problem) and by ``mdn_fast.data.check`` (which reports all)."""
     path = Path(path)
     out, seen = [], {}
     for n, line in _lines(path):
         fields = line.split()
         if not fields:
             continue
+        name, label, problem = fields[0], -1, None
         if len(fields) > 2:
-            raise AnnotationError(f"{path}, line {n}: expected 'name.mp4 label' (2 fields), found "
-                                  f"{len(fields)} fields: {line.strip()!r}")
-        name = fields[0]
-        if len(fields) == 1:
-            label = -1
-        else:
+            problem = (f"expected 'name.mp4 label' (2 fields), found {len(fields)} fields: {line.strip()!r}")
+        elif len(fields) == 2:
             try:
                 label = int(fields[1])
             except ValueError:
-                raise AnnotationError(f"{path}, line {n}: expected an integer label, found {fields[1]!r}") from None
-            if not (0 <= label < num_classes or label == -1):
-                raise AnnotationError(f"{path}, line {n}: expected a label in 0..{num_classes - 1} (or -1 for "
-                                      f"hidden), found {label}")
-        if name in seen:
-            raise AnnotationError(f"{path}, line {n}: clip {name!r} already listed on line {seen[name]}")
-        seen[name] = n
-        out.append((name, label))
+                problem = f"expected an integer label, found {fields[1]!r}"
+            else:
+                if not (0 <= label < num_classes or label == -1):
+                    problem = f"expected a label in 0..{num_classes - 1} (or -1 for hidden), found {label}"
+        if problem is None and name in seen:
+            problem = f"clip {name!r} already listed on line {seen[name]}"
+        seen.setdefault(name, n)
+        out.append((n, name, label, problem))
+    return out
+
+
+def read_list(path, num_classes: int = NUM_CLASSES, *, with_lines: bool = False) -> list[tuple]:
+    """``{split}_list_videos.txt`` -> ``[(name, label)]`` (``[(name, label, line)]`` with ``with_lines``);
+    a missing label (hidden test) -> -1.
+
+    Blank lines are skipped. Each other line must be ``name`` or ``name label`` with ``label`` an
+    integer in ``0..num_classes-1`` or ``-1``; anything else raises ``AnnotationError`` naming the line.
+    """
+    path = Path(path)
+    out = []
+    for n, name, label, problem in parse_list(path, num_classes):
+        if problem is not None:
+            raise AnnotationError(f"{path}, line {n}: {problem}")
+        out.append((name, label, n) if with_lines else (name, label))
     if not out:
         raise AnnotationError(f"{path}: no clips listed (expected 'name.mp4 label' lines)")
     return out
@@ -134,72 +163,150 @@ def read_label_names(path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ pose sources
-def _stem(name: str) -> str:
-    return name.rsplit(".", 1)[0] if "." in name else name
+def clip_key(name) -> str:
+    """A clip's name without folders and video extension: ``"train/0003_01_0001"``,
+    ``"0003_01_0001.mp4"`` and ``"raw_videos/train/0003_01_0001.mp4"`` all give ``"0003_01_0001"``."""
+    base = str(name).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    stem, dot, ext = base.rpartition(".")
+    return stem if dot and stem and f".{ext.lower()}" in VIDEO_EXTENSIONS else base
+
+
+def _prefix(name) -> str:
+    """The folder part of a name (``"train"`` for ``"train/0003_01_0001"``), "" when none."""
+    n = str(name).replace("\\", "/").rstrip("/")
+    return n.rsplit("/", 1)[0] if "/" in n else ""
+
+
+def pose_entry_problem(a, num_joints: int) -> str | None:
+    """Why one pose-pickle annotation cannot be used (None when it can): keys, shapes, C = 3 keypoints.
+    A clip without detections (``keypoint`` of shape ``(0, T, J, 2)``) is usable (all joints missing)."""
+    if not isinstance(a, dict):
+        return f"expected a dict, found {type(a).__name__}"
+    miss = [k for k in ("frame_dir", "keypoint") if k not in a]
+    if miss:
+        return f"missing key(s) {miss}; has {sorted(map(str, a))}"
+    try:
+        kp = np.asarray(a["keypoint"])
+    except Exception as e:  # ragged lists and the like
+        return f"'keypoint' is not an array ({type(e).__name__}: {e})"
+    J = num_joints
+    if kp.ndim != 4 or kp.shape[2] != J or kp.shape[3] not in (2, 3):
+        return f"'keypoint' has shape {tuple(kp.shape)}, expected [M, T, {J}, 2]"
+    if kp.dtype.kind not in "fiu":
+        return f"'keypoint' has dtype {kp.dtype}, expected numbers"
+    if kp.shape[3] == 3:
+        extra = "" if "keypoint_score" not in a else " ('keypoint_score' is present too)"
+        return (f"'keypoint' has shape {tuple(kp.shape)}: 3 coordinates per joint{extra}. pyskl stores 3-D "
+                f"keypoints (x, y, z) this way (e.g. NTU), not (x, y, score); MA-52 needs 2-D keypoints "
+                f"[M, T, {J}, 2] with 'keypoint_score' [M, T, {J}]. If the third channel really is a "
+                f"confidence, store keypoint[..., :2] and keypoint_score = keypoint[..., 2]")
+    if "keypoint_score" not in a:
+        return "'keypoint' is [M, T, J, 2] but 'keypoint_score' is missing"
+    sc = np.asarray(a["keypoint_score"])
+    if sc.shape != kp.shape[:3]:
+        return (f"'keypoint_score' has shape {tuple(sc.shape)}, expected {tuple(kp.shape[:3])} "
+                f"(= keypoint's [M, T, J])")
+    if "img_shape" in a:
+        try:
+            ok = len(tuple(a["img_shape"])) == 2
+        except TypeError:
+            ok = False
+        if not ok:
+            return f"'img_shape' must be (height, width), found {a['img_shape']!r}"
+    if kp.shape[1] == 0 and not int(a.get("total_frames", 0) or 0) > 0:
+        return "'keypoint' has no frames (T = 0) and 'total_frames' gives none either"
+    return None
 
 
 class PosePickle:
-    """An mmaction/pyskl-style pose pickle, indexed by clip name (validated at load)."""
+    """An mmaction/pyskl-style pose pickle, indexed by clip name (read with ``safe_pickle``).
+
+    ``entries``: frame_dir (as written) -> annotation; ``problems``: frame_dir -> why its annotation is
+    unusable (``pose_entry_problem``, prefixed with the file and index). A file that is not such a pickle
+    at all raises ``AnnotationError``; a bad entry only makes that clip bad (the dataset decides).
+    """
 
     def __init__(self, path, layout):
         self.path = Path(path)
         self.layout = get_layout(layout)
         if not self.path.is_file():
             raise AnnotationError(f"{self.path}: pose pickle does not exist")
-        with open(self.path, "rb") as f:
-            try:
-                obj = pickle.load(f)
-            except Exception as e:
-                raise AnnotationError(f"{self.path}: cannot unpickle ({type(e).__name__}: {e})") from None
+        try:
+            obj = safe_pickle.load(self.path)
+        except safe_pickle.UnsafePickleError as e:
+            raise AnnotationError(str(e)) from None
+        except Exception as e:
+            raise AnnotationError(f"{self.path}: cannot unpickle ({type(e).__name__}: {e})") from None
         anns = obj.get("annotations") if isinstance(obj, dict) else obj
         if not isinstance(anns, (list, tuple)):
             raise AnnotationError(f"{self.path}: expected a list of annotation dicts (or a dict with an "
                                   f"'annotations' list), found {type(obj).__name__}")
         J = self.layout.num_joints
         self.entries: dict[str, dict] = {}
+        self.problems: dict[str, str] = {}
+        self.index: dict[str, int] = {}
+        self._by_key: dict[str, list[str]] = {}
         for i, a in enumerate(anns):
-            where = f"{self.path}: annotation {i}"
-            if not isinstance(a, dict):
-                raise AnnotationError(f"{where}: expected a dict, found {type(a).__name__}")
-            miss = [k for k in ("frame_dir", "keypoint") if k not in a]
-            if miss:
-                raise AnnotationError(f"{where}: missing key(s) {miss}; has {sorted(a)}")
-            where += f" (frame_dir {a['frame_dir']!r})"
-            kp = np.asarray(a["keypoint"])
-            if kp.ndim != 4 or kp.shape[2] != J or kp.shape[3] not in (2, 3) or kp.shape[0] < 1:
-                raise AnnotationError(f"{where}: 'keypoint' has shape {tuple(kp.shape)}, expected [M, T, {J}, 2] "
-                                      f"for layout {self.layout.name!r}")
-            if kp.shape[3] == 2:
-                if "keypoint_score" not in a:
-                    raise AnnotationError(f"{where}: 'keypoint' is [M, T, J, 2] but 'keypoint_score' is missing")
-                sc = np.asarray(a["keypoint_score"])
-                if sc.shape != kp.shape[:3]:
-                    raise AnnotationError(f"{where}: 'keypoint_score' has shape {tuple(sc.shape)}, expected "
-                                          f"{tuple(kp.shape[:3])} (= keypoint's [M, T, J])")
-            if "img_shape" in a and (len(tuple(a["img_shape"])) != 2):
-                raise AnnotationError(f"{where}: 'img_shape' must be (height, width), found {a['img_shape']!r}")
-            self.entries[str(a["frame_dir"])] = a
+            if not isinstance(a, dict) or "frame_dir" not in a:
+                what = f"a {type(a).__name__}" if not isinstance(a, dict) else f"a dict with keys {sorted(map(str, a))}"
+                raise AnnotationError(f"{self.path}: annotation {i}: expected a dict with 'frame_dir' and "
+                                      f"'keypoint', found {what}")
+            fd = str(a["frame_dir"])
+            where = f"{self.path}: annotation {i} (frame_dir {fd!r})"
+            if fd in self.entries:
+                self.problems[fd] = f"{where}: frame_dir already used by annotation {self.index[fd]}"
+                continue
+            self.entries[fd], self.index[fd] = a, i
+            self._by_key.setdefault(clip_key(fd), []).append(fd)
+            problem = pose_entry_problem(a, J)
+            if problem is not None:
+                self.problems[fd] = f"{where}: {problem} for layout {self.layout.name!r}"
 
-    def __contains__(self, name: str) -> bool:
-        return _stem(name) in self.entries or name in self.entries
+    def find(self, name, split: str | None = None) -> str | None:
+        """The ``frame_dir`` of clip ``name`` (with or without split prefix / extension), None if absent."""
+        name = str(name)
+        if name in self.entries:
+            return name
+        cands = self._by_key.get(clip_key(name), [])
+        if len(cands) > 1:   # the same clip name under several prefixes: the list's or the split's decides
+            for pref in (_prefix(name), split):
+                same = [c for c in cands if pref and _prefix(c) == pref]
+                if len(same) == 1:
+                    return same[0]
+            raise AnnotationError(f"{self.path}: clip {name!r} matches several frame_dirs {cands}; give the "
+                                  f"list names their split prefix or use one pose file per split")
+        return cands[0] if cands else None
 
-    def _entry(self, name: str) -> dict:
-        a = self.entries.get(_stem(name), self.entries.get(name))
-        if a is None:
-            raise KeyError(f"{self.path}: no annotation with frame_dir {_stem(name)!r}")
-        return a
+    def __contains__(self, name) -> bool:
+        return self.find(name) is not None
 
-    def clip(self, name: str) -> tuple[np.ndarray, tuple[int, int] | None]:
-        """All frames of the best-scoring person: ``([T, J, 3] float32, img_shape or None)``."""
-        a = self._entry(name)
+    def problem(self, name, split: str | None = None) -> str | None:
+        """Why clip ``name`` cannot be used (no entry, or a bad one); None when it can."""
+        fd = self.find(name, split)
+        if fd is None:
+            return f"no annotation with frame_dir {clip_key(name)!r} (with or without split prefix) in {self.path}"
+        return self.problems.get(fd)
+
+    def _entry(self, name, split=None) -> dict:
+        fd = self.find(name, split)
+        if fd is None:
+            raise KeyError(f"{self.path}: no annotation with frame_dir {clip_key(name)!r}")
+        if fd in self.problems:
+            raise AnnotationError(self.problems[fd])
+        return self.entries[fd]
+
+    def clip(self, name, split: str | None = None) -> tuple[np.ndarray, tuple[int, int] | None]:
+        """All frames of the best-scoring person: ``([T, J, 3] float32, img_shape or None)``; a clip
+        without detections gives T frames of missing joints (zeros)."""
+        a = self._entry(name, split)
         kp = np.asarray(a["keypoint"], dtype=np.float32)
-        if kp.shape[3] == 3:
-            full = kp
-        else:
-            full = np.concatenate([kp, np.asarray(a["keypoint_score"], np.float32)[..., None]], -1)
-        best = int(np.argmax(full[..., 2].mean(axis=(1, 2)))) if full.shape[0] > 1 else 0
-        out = np.nan_to_num(full[best], nan=0.0, posinf=0.0, neginf=0.0)
         shape = tuple(int(s) for s in a["img_shape"]) if "img_shape" in a else None
+        if kp.shape[0] == 0:
+            T = kp.shape[1] or int(a.get("total_frames", 0) or 0)
+            return np.zeros((max(T, 1), self.layout.num_joints, 3), np.float32), shape
+        full = np.concatenate([kp, np.asarray(a["keypoint_score"], np.float32)[..., None]], -1)
+        best = int(np.argmax(np.nan_to_num(full[..., 2]).mean(axis=(1, 2)))) if full.shape[0] > 1 else 0
+        out = np.nan_to_num(full[best], nan=0.0, posinf=0.0, neginf=0.0)
         return out, shape
 
 
@@ -212,14 +319,30 @@ class PoseJsonDir:
         if not self.root.is_dir():
             raise AnnotationError(f"{self.root}: OpenPose JSON root folder does not exist")
 
-    def __contains__(self, name: str) -> bool:
-        return (self.root / _stem(name)).is_dir()
+    def _dir(self, name) -> Path:
+        for c in (self.root / clip_key(name), self.root / _prefix(name) / clip_key(name)):
+            if c.is_dir():
+                return c
+        return self.root / clip_key(name)
 
-    def num_frames(self, name: str) -> int:
-        return len(openpose_json.frame_files(self.root / _stem(name)))
+    def __contains__(self, name) -> bool:
+        return self._dir(name).is_dir()
 
-    def frames(self, name: str, indices) -> np.ndarray:
-        return openpose_json.read_sequence(self.root / _stem(name), self.layout, indices)
+    def problem(self, name, split: str | None = None) -> str | None:
+        d = self._dir(name)
+        if not d.is_dir():
+            return f"no OpenPose JSON folder {str(d)!r}"
+        try:
+            openpose_json.frame_files(d)
+        except openpose_json.OpenPoseFormatError as e:
+            return str(e)
+        return None
+
+    def num_frames(self, name) -> int:
+        return len(openpose_json.frame_files(self._dir(name)))
+
+    def frames(self, name, indices) -> np.ndarray:
+        return openpose_json.read_sequence(self._dir(name), self.layout, indices)
 
 
 def open_pose_source(path, layout):
@@ -230,7 +353,75 @@ def open_pose_source(path, layout):
     return PosePickle(path, layout)
 
 
-# ------------------------------------------------------------------------------------------ dataset
+# ------------------------------------------------------------------------------------------ release layout
+def list_candidates(root: Path, split: str) -> list[Path]:
+    f = f"{split}_list_videos.txt"
+    return [root / f, root / "annotations" / f]
+
+
+def video_dir_candidates(root: Path, split: str) -> list[Path]:
+    return [root / "raw_videos" / split, root / "raw_videos", root / f"videos_{split}", root / split,
+            root / "videos" / split, root / "videos"]
+
+
+def pose_candidates(root: Path, split: str) -> list[Path]:
+    """Pose pickles first (the release's name first), then OpenPose JSON folders."""
+    files = [root / "MA-52_openpose_28kp" / f"MA52_{split}.pkl", root / f"MA52_{split}.pkl",
+             root / "pose" / f"{split}.pkl", root / f"pose_{split}.pkl", root / f"{split}.pkl"]
+    return files + [root / "pose" / split, root / f"pose_{split}"]
+
+
+def find_list_file(root, split, lists=None) -> Path:
+    """The list file of ``split``: ``lists`` (a file, or a folder searched like the root), else the root."""
+    if lists is not None:
+        lists = Path(lists)
+        if lists.is_file():
+            return lists
+        return _first_existing(list_candidates(lists, split), f"MA-52 list file for split {split!r} (lists={str(lists)!r})")
+    return _first_existing(list_candidates(Path(root), split), f"MA-52 list file for split {split!r}")
+
+
+def find_video_dir(root, split, videos=None, first_clip: str | None = None) -> Path:
+    """The folder holding the clips of ``split``: among the candidate folders (under ``videos`` when
+    given, else the root), the first that holds ``first_clip``, else the first that exists."""
+    base = Path(videos) if videos is not None else Path(root)
+    cands = ([base / split, base / f"videos_{split}", base] if videos is not None
+             else video_dir_candidates(base, split))
+    existing = [c for c in cands if c.is_dir()]
+    if not existing:
+        raise FileNotFoundError(f"MA-52 video folder for split {split!r}: none of these exist: "
+                                f"{[str(c) for c in cands]}" + ("" if videos is not None else "; pass videos=PATH"))
+    if first_clip is not None:
+        for c in existing:
+            if resolve_video(c, first_clip).is_file():
+                return c
+    return existing[0]
+
+
+def resolve_video(video_dir: Path, name) -> Path:
+    """The file of clip ``name`` under ``video_dir`` (``name`` as listed, else its last component)."""
+    p = Path(video_dir) / str(name)
+    if p.is_file():
+        return p
+    alt = Path(video_dir) / str(name).replace("\\", "/").rsplit("/", 1)[-1]
+    return alt if alt.is_file() else p
+
+
+def find_pose_source(root, split, pose=None) -> Path | None:
+    """The pose source of ``split``: ``pose`` (a pickle, a folder holding the release's pickles, or an
+    OpenPose JSON folder), else the candidates under the root; None when nothing is found."""
+    if pose is not None:
+        pose = Path(pose)
+        if pose.is_dir():
+            inner = [c for c in pose_candidates(pose, split)[:5] if c.is_file()]
+            return inner[0] if inner else pose
+        if not pose.exists():
+            raise AnnotationError(f"{pose}: pose pickle does not exist")
+        return pose
+    found = [c for c in pose_candidates(Path(root), split) if c.exists()]
+    return found[0] if found else None
+
+
 def _first_existing(cands, what, is_dir=False):
     for c in cands:
         if (c.is_dir() if is_dir else c.is_file()):
@@ -238,6 +429,7 @@ def _first_existing(cands, what, is_dir=False):
     raise FileNotFoundError(f"{what}: none of these exist: {[str(c) for c in cands]}")
 
 
+# ------------------------------------------------------------------------------------------ dataset
 class MA52Dataset(torch.utils.data.Dataset):
     """MA-52 clips as ``{"frames": [T, 3, 224, 224], "keypoints": [T, J, 3], "label", "body_label"}``.
 
@@ -249,9 +441,20 @@ class MA52Dataset(torch.utils.data.Dataset):
     segment centre otherwise). Random choices draw from torch's generator, so ``torch.manual_seed`` and
     DataLoader worker seeding make them reproducible.
 
+    Where the files are (module docstring): found under ``root`` as the release is downloaded;
+    ``lists`` (list file or folder), ``videos`` (folder) and ``pose`` (pickle, folder of pickles or of
+    OpenPose JSON) override each part. ``list_file`` / ``video_dir`` are older names of the first two.
+
     hand_order: for layouts with hand blocks (coco18_hands28), ``"auto"`` checks a pose pickle once
     (``hand_groups_swapped``) and swaps the blocks if the data put them the other way round;
-    ``"as_is"`` trusts the layout; ``"swap"`` always swaps.
+    ``"as_is"`` trusts the layout (for coco18_hands28 the public MA-52 order: 18–22 left hand, 23–27
+    right hand); ``"swap"`` always swaps.
+
+    skip_bad_clips: a listed clip without usable keypoints (no pose entry, a malformed one) or whose
+    video file is missing is refused by default (``AnnotationError`` naming the list file, line and
+    reason); True logs it and leaves it out (``bad_clips`` holds ``(name, line, reason)``). ``exclude``:
+    clip names to leave out (e.g. the bad clips of a ``mdn_fast.data.check`` report, video decoding
+    failures included).
     """
 
     num_classes = NUM_CLASSES
@@ -259,15 +462,20 @@ class MA52Dataset(torch.utils.data.Dataset):
     body_names = BODY_NAMES
 
     def __init__(self, root, split: str = "train", modality: str = "rgb+pose", layout: str = "coco18_hands28",
-                 num_segments: int = 8, train: bool | None = None, *, pose=None, video_dir=None,
-                 list_file=None, hide_labels: bool | None = None, hand_order: str = "auto",
-                 short_side: int = 256, crop_size: int = 224):
+                 num_segments: int = 8, train: bool | None = None, *, pose=None, videos=None, lists=None,
+                 video_dir=None, list_file=None, hide_labels: bool | None = None, hand_order: str = "auto",
+                 short_side: int = 256, crop_size: int = 224, skip_bad_clips: bool = False, exclude=()):
         if modality not in MODALITIES:
             raise ValueError(f"modality: expected one of {MODALITIES}, got {modality!r}")
         if hand_order not in ("auto", "as_is", "swap"):
             raise ValueError(f"hand_order: expected 'auto', 'as_is' or 'swap', got {hand_order!r}")
         if num_segments < 1:
             raise ValueError(f"num_segments: expected >= 1, got {num_segments}")
+        for new, old, a, b in (("lists", "list_file", lists, list_file), ("videos", "video_dir", videos, video_dir)):
+            if a is not None and b is not None:
+                raise ValueError(f"{new}/{old}: give one of them ({old} is the older name of {new})")
+        lists = lists if lists is not None else list_file
+        videos = videos if videos is not None else video_dir
         self.root = Path(root)
         self.split, self.modality = split, modality
         self._layout = get_layout(layout)
@@ -276,31 +484,60 @@ class MA52Dataset(torch.utils.data.Dataset):
         self.train = (split == "train") if train is None else bool(train)
         self.hide_labels = (split == "test") if hide_labels is None else bool(hide_labels)
         self.short_side, self.crop_size = short_side, crop_size
-        lst = Path(list_file) if list_file is not None else _first_existing(
-            [self.root / f"{split}_list_videos.txt", self.root / "annotations" / f"{split}_list_videos.txt"],
-            f"MA-52 list file for split {split!r}")
-        self.list_file = lst
-        self.items = read_list(lst)
-        names_file = self.root / "label_name.txt"
-        self.class_names = tuple(read_label_names(names_file)) if names_file.is_file() else None
+        self.list_file = find_list_file(self.root, split, lists)
+        entries = read_list(self.list_file, with_lines=True)
+        names_file = _first_existing_or_none([self.root / "label_name.txt", self.root / "annotations" / "label_name.txt"]
+                                             + ([Path(lists) / "label_name.txt"] if lists is not None
+                                                and Path(lists).is_dir() else []))
+        self.class_names = tuple(read_label_names(names_file)) if names_file is not None else None
         self.use_rgb = modality in ("rgb+pose", "rgb")
         self.video_dir = None
-        if self.use_rgb or video_dir is not None:
-            self.video_dir = Path(video_dir) if video_dir is not None else _first_existing(
-                [self.root / f"videos_{split}", self.root / split, self.root / "videos" / split],
-                f"MA-52 video folder for split {split!r}", is_dir=True)
-        if pose is None:
-            cands = [self.root / "pose" / f"{split}.pkl", self.root / f"pose_{split}.pkl",
-                     self.root / "pose" / split, self.root / f"pose_{split}"]
-            found = [c for c in cands if c.exists()]
-            if not found and modality != "rgb":
-                raise FileNotFoundError(f"MA-52 pose source for split {split!r} (modality {modality!r} needs "
-                                        f"keypoints): none of {[str(c) for c in cands]} exist; pass pose=PATH")
-            pose = found[0] if found else None
-        self.pose = open_pose_source(pose, self._layout) if pose is not None else None
+        if self.use_rgb or videos is not None:
+            self.video_dir = find_video_dir(self.root, split, videos, first_clip=entries[0][0])
+        pose_path = find_pose_source(self.root, split, pose)
+        if pose_path is None and modality != "rgb":
+            raise FileNotFoundError(
+                f"MA-52 pose source for split {split!r} (modality {modality!r} needs keypoints): none of "
+                f"{[str(c) for c in pose_candidates(self.root, split)]} exist; pass pose=PATH")
+        self.pose = open_pose_source(pose_path, self._layout) if pose_path is not None else None
+
+        # Bad clips: found now (cheap checks), refused or left out, never a crash in a worker mid-epoch.
+        excluded = {clip_key(n) for n in exclude}
+        self.bad_clips: list[tuple[str, int, str]] = []
+        keep = []
+        for name, label, line in entries:
+            if clip_key(name) in excluded:
+                continue
+            reason = self.pose.problem(name, split) if self.pose is not None else None
+            if reason is None and self.use_rgb and not resolve_video(self.video_dir, name).is_file():
+                reason = f"video file {str(resolve_video(self.video_dir, name))!r} does not exist"
+            if reason is None:
+                keep.append((name, label, line))
+            else:
+                self.bad_clips.append((name, line, reason))
+        if self.bad_clips:
+            name, line, reason = self.bad_clips[0]
+            summary = (f"{self.list_file}: {len(self.bad_clips)} of {len(entries)} listed clips cannot be used; "
+                       f"first: line {line}, clip {name!r}: {reason}")
+            if not keep:
+                hint = ""
+                if isinstance(self.pose, PosePickle) and all("no annotation" in r for _, _, r in self.bad_clips):
+                    hint = (f" (no listed clip is in {self.pose.path}: list names look like {entries[0][0]!r}, "
+                            f"frame_dirs like {next(iter(self.pose.entries), None)!r}; wrong split or file?)")
+                raise AnnotationError(summary + hint)
+            if not skip_bad_clips:
+                raise AnnotationError(summary + ". Run mdn_fast.data.check.check_dataset (mdn-fast check-data) "
+                                      "for the full list, or pass skip_bad_clips=True to leave them out")
+            log.warning("%s; leaving them out (skip_bad_clips)", summary)
+            for name, line, reason in self.bad_clips[1:]:
+                log.info("%s, line %d: skipping clip %r: %s", self.list_file, line, name, reason)
+        self.items = [(name, label) for name, label, _ in keep]
+        self.lines = [line for _, _, line in keep]
+
         self.swap_hands = hand_order == "swap"
         if hand_order == "auto" and isinstance(self.pose, PosePickle) and self._layout.name in HAND_BLOCKS:
-            sample = [self.pose.clip(n)[0] for n in list(self.pose.entries)[:256]]
+            usable = [fd for fd in self.pose.entries if fd not in self.pose.problems][:256]
+            sample = [self.pose.clip(fd)[0] for fd in usable]
             self.swap_hands = bool(hand_groups_swapped(np.concatenate(sample), self._layout)) if sample else False
 
     def __len__(self) -> int:
@@ -309,13 +546,16 @@ class MA52Dataset(torch.utils.data.Dataset):
     def _rng(self) -> np.random.Generator:
         return np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,)).item()))
 
+    def video_path(self, name) -> Path:
+        return resolve_video(self.video_dir, name)
+
     def __getitem__(self, i: int) -> dict:
         name, label = self.items[i]
         rng = self._rng() if self.train else None
         out: dict = {}
         kp_all = None
         if self.use_rgb:
-            vpath = self.video_dir / name
+            vpath = self.video_path(name)
             n = count_frames(vpath)
             idx = tsn_sample_indices(n, self.num_segments, self.train, rng)
             frames = decode_frames(vpath, idx)
@@ -323,11 +563,8 @@ class MA52Dataset(torch.utils.data.Dataset):
         else:
             frames = None
         if self.pose is not None:
-            if name not in self.pose:
-                raise KeyError(f"{self.list_file}: clip {name!r} has no keypoints in pose source "
-                               f"{getattr(self.pose, 'path', getattr(self.pose, 'root', '?'))}")
             if isinstance(self.pose, PosePickle):
-                seq, shape = self.pose.clip(name)
+                seq, shape = self.pose.clip(name, self.split)
                 n_pose = seq.shape[0]
             else:
                 seq, shape, n_pose = None, None, self.pose.num_frames(name)
@@ -337,12 +574,14 @@ class MA52Dataset(torch.utils.data.Dataset):
                 if shape is None:  # JSON has no frame size: read it from the video header
                     if self.video_dir is None:
                         raise FileNotFoundError(f"clip {name!r}: OpenPose JSON carries no frame size; pass "
-                                                f"video_dir so it can be read from the video")
-                    shape = decode_frames(self.video_dir / name, [0]).shape[1:3]
+                                                f"videos=PATH so it can be read from the video")
+                    shape = decode_frames(self.video_path(name), [0]).shape[1:3]
                 h, w = shape
             else:
                 pidx = frame_map(n_pose, n, idx)
             kp_all = seq[pidx] if seq is not None else self.pose.frames(name, pidx)
+            if frames is not None and shape is not None and tuple(shape) != (h, w):
+                kp_all = rescale_keypoints(kp_all, shape, (h, w))
             if self.swap_hands:
                 kp_all = swap_hand_groups(kp_all, self._layout)
         plan = make_crop_plan(h, w, self.train, rng, short_side=self.short_side, out=self.crop_size)
@@ -357,3 +596,19 @@ class MA52Dataset(torch.utils.data.Dataset):
 
     def names(self) -> list[str]:
         return [n for n, _ in self.items]
+
+
+def rescale_keypoints(kp: np.ndarray, src_hw, dst_hw) -> np.ndarray:
+    """Keypoints of a ``src_hw`` frame in the pixels of a ``dst_hw`` frame (a resized video: the pose
+    pickle's ``img_shape`` differs from the decoded frames). Pixel-index convention of
+    ``mdn_fast.data.video``: ``x -> (x + .5) s - .5``; missing joints stay ``(0, 0, 0)``."""
+    sy, sx = dst_hw[0] / src_hw[0], dst_hw[1] / src_hw[1]
+    out = np.array(kp, dtype=np.float32, copy=True)
+    ok = out[..., 2] > 0
+    out[..., 0] = np.where(ok, (out[..., 0] + 0.5) * sx - 0.5, 0.0)
+    out[..., 1] = np.where(ok, (out[..., 1] + 0.5) * sy - 0.5, 0.0)
+    return out
+
+
+def _first_existing_or_none(cands):
+    return next((c for c in cands if c.is_file()), None)

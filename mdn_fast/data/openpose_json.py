@@ -8,7 +8,8 @@ Assembling a layout from a frame (``read_frame(path, layout)``):
 - ``body25``: ``pose_keypoints_2d`` with 25 joints.
 - ``coco18_hands28``: ``pose_keypoints_2d`` with 28 joints as is; or 18 (COCO model) or 25 (BODY_25,
   mapped by ``COCO18_FROM_BODY25``) body joints plus the fingertips (thumb..little) of
-  ``hand_right_keypoints_2d`` then ``hand_left_keypoints_2d`` (zeros when the hand arrays are absent).
+  ``hand_left_keypoints_2d`` (points 18–22) then ``hand_right_keypoints_2d`` (23–27), the layout's order
+  (zeros when the hand arrays are absent).
 - ``miga22``: 22 joints as is; or BODY_25 (``MIGA22_FROM_BODY25``) plus right then left fingertips.
 - ``coco17``: ``pose_keypoints_2d`` with 17 joints.
 Any other registered layout: ``pose_keypoints_2d`` must hold exactly its joint count.
@@ -97,7 +98,7 @@ def assemble(person: dict | None, layout, path="<json>") -> np.ndarray:
         body = pose if pose.shape[0] == 18 else pose[list(COCO18_FROM_BODY25)]
         right = _tips(_points(person, "hand_right_keypoints_2d", path, (21,)))
         left = _tips(_points(person, "hand_left_keypoints_2d", path, (21,)))
-        return np.concatenate([body, right, left])
+        return np.concatenate([body, left, right])     # the layout's order: left block 18-22, right 23-27
     if name == "miga22":
         pose = _points(person, "pose_keypoints_2d", path, (22, 25))
         if pose is None:
