@@ -46,6 +46,8 @@ def _add_train_options(t: argparse.ArgumentParser) -> None:
         if f.type == "bool":   # a switch that sets the opposite of the field's default
             t.add_argument(cli_flag(f.name), action="store_const", const=not f.default, **kw)
             continue
+        if f.type not in _TYPES:
+            raise TypeError(f"TrainConfig.{f.name}: a CLI option is an int, float, str or bool field, got {f.type!r}")
         choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
         t.add_argument(cli_flag(f.name), type=_TYPES[f.type], choices=choices, metavar=meta["metavar"], **kw)
 

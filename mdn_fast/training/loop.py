@@ -49,6 +49,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
 
 
 def _train(cfg: TrainConfig, ctx, log) -> dict:
+    """Data, model, resume; then per epoch: train, evaluate, log, save."""
     t_start = time.perf_counter()
     gen = seed_everything(cfg.seed)
     data = build_data(cfg, ctx, gen)
