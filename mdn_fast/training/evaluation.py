@@ -96,6 +96,8 @@ def evaluate_checkpoint(path: str, num_clips: int | None = None, batch_size: int
     size unless ``num_clips`` is given; real data: ``root``/``split`` override the saved ones). With
     ``dataset`` naming another dataset, a model that does not fit it is refused (ValueError).
     ``return_predictions``: ``(metrics, predict() output, spec, model, checkpoint)`` instead of metrics."""
+    if num_clips is not None and num_clips < 0:
+        raise ValueError(f"num_clips: expected >= 0 (0 or None: as in training), got {num_clips}")
     ckpt = ckpt_io.load(path)
     cfg = config_from_checkpoint(ckpt, root=root, val_split=split)
     if dataset is not None and dataset != cfg.dataset:
