@@ -7,82 +7,74 @@
 - ``mdn-fast report CHECKPOINT [--out DIR]``: PNG plots (routing weights per class and entity,
   confusion matrices, training curves).
 With no options ``mdn-fast train`` trains on the synthetic set (no downloads; CPU-friendly defaults).
+
+The ``train`` options are built from ``TrainConfig``'s fields (type, help, choices from the field
+metadata; an option left unset takes the ``--dataset``'s preset) and checked by ``TrainConfig`` alone.
+A user error (bad option, missing data, refused checkpoint, diverged training) prints one
+``mdn-fast COMMAND: error: ...`` message and exits non-zero; ``--debug`` shows the traceback instead.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 
-from .ops._backends import VALID as VALID_BACKENDS
-from .train import DATASETS, PRESETS, TrainConfig
+from .training import ConfigError, TrainConfig, dataset_names
+from .training.config import cli_flag, preset_values
 
-_D = TrainConfig()
+#: Exceptions that report a problem with the user's input or files, not a bug: one line, no traceback.
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
+_TYPES = {"int": int, "float": float, "str": str}
 
 
-def _default(name):
+def _default_help(name: str) -> str:
     """Help text for an option whose default depends on --dataset."""
-    vals = {ds: PRESETS[ds].get(name, getattr(_D, name)) for ds in DATASETS}
-    vals = {ds: "none" if v == "" else v for ds, v in vals.items()}
+    vals = {ds: "none" if v == "" else v for ds, v in preset_values(name).items()}
     if len(set(map(str, vals.values()))) == 1:
-        return f"default {vals['synthetic']}"
+        return f"default {next(iter(vals.values()))}"
     return "default " + ", ".join(f"{v} ({ds})" for ds, v in vals.items())
 
 
+def _add_train_options(t: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field; every default is None (unset: the dataset's preset applies)."""
+    for f in fields(TrainConfig):
+        meta = f.metadata
+        help_ = meta["help"]() if callable(meta["help"]) else meta["help"]
+        if meta["show_default"]:
+            help_ = (help_ + "; " if help_ else "") + _default_help(f.name)
+        kw = dict(dest=f.name, default=None, help=help_ or None)
+        if f.type == "bool":   # a switch that sets the opposite of the field's default
+            t.add_argument(cli_flag(f.name), action="store_const", const=not f.default, **kw)
+            continue
+        if f.type not in _TYPES:
+            raise TypeError(f"TrainConfig.{f.name}: a CLI option is an int, float, str or bool field, got {f.type!r}")
+        choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
+        t.add_argument(cli_flag(f.name), type=_TYPES[f.type], choices=choices, metavar=meta["metavar"], **kw)
+
+
 def _parser() -> argparse.ArgumentParser:
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="on an error, show the Python traceback instead of one line")
     p = argparse.ArgumentParser(prog="mdn-fast", description="Micro-DualNet: train / evaluate / report "
                                 "(synthetic micro-actions by default: no downloads, CPU-friendly).")
+    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train; save OUT/last.pt, OUT/best.pt, OUT/checkpoint.pt",
+    t = sub.add_parser("train", parents=[debug], help="train; save OUT/last.pt, OUT/best.pt, OUT/checkpoint.pt",
                        description="Options left unset take the --dataset's preset (shown per dataset).")
-    t.add_argument("--dataset", choices=DATASETS, default="synthetic")
-    t.add_argument("--root", default=None, help="data folder (required for ma52 / imigue)")
-    t.add_argument("--val-split", default=None, help="split evaluated each epoch (default val; iMiGUE's "
-                   "'valid' is found as 'val')")
+    _add_train_options(t)
 
-    def opt(flag, typ, help_=""):
-        name = flag[2:].replace("-", "_")
-        t.add_argument(flag, type=typ, default=None, help=(help_ + "; " if help_ else "") + _default(name))
-
-    t.add_argument("--modality", choices=("pose", "rgb", "rgb+pose"), default=None, help=_default("modality"))
-    opt("--epochs", int)
-    opt("--batch-size", int, "global batch (split over torchrun processes)")
-    opt("--lr", float, "peak learning rate (AdamW)")
-    opt("--weight-decay", float)
-    opt("--warmup-epochs", float, "linear warm-up, then cosine decay to 1%% of --lr")
-    opt("--grad-clip", float, "max gradient norm, 0 = off")
-    t.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA or CPU)")
-    opt("--dim", int)
-    opt("--heads", int)
-    opt("--depth", int)
-    opt("--lambda-mac", float)
-    t.add_argument("--backend", choices=VALID_BACKENDS, default=None, help="default auto")
-    opt("--backbone", str, "torchvision ResNet for rgb modalities")
-    opt("--backbone-weights", str, "local ResNet state-dict file (ImageNet init); never downloaded")
-    opt("--num-clips", int, "training clips (real data: 0 = all, N = first N)")
-    opt("--val-clips", int, "synthetic: 0 = max(64, num_clips // 4); real data: 0 = all")
-    opt("--num-frames", int)
-    opt("--image-size", int, "synthetic frame side / MA-52 crop side")
-    opt("--seed", int)
-    opt("--threads", int, "torch CPU threads (0: 1 for pose, torch's default for rgb)")
-    opt("--workers", int, "DataLoader worker processes")
-    opt("--eval-batch-size", int, "0 = max(per-process batch, 64)")
-    t.add_argument("--device", default=None, help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda")
-    opt("--out", str, "output folder")
-    t.add_argument("--resume", default=None, metavar="PATH|auto",
-                   help="continue from a last.pt/best.pt; 'auto' = OUT/last.pt if present")
-    opt("--stop-after", int, "stop after N epochs of this invocation (0 = run to --epochs); resume later")
-    t.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
-
-    e = sub.add_parser("eval", help="evaluate a checkpoint on its dataset's val split")
+    e = sub.add_parser("eval", parents=[debug], help="evaluate a checkpoint on its dataset's val split")
     e.add_argument("checkpoint")
     e.add_argument("--num-clips", type=int, default=None, help="val clips (default: as in training)")
     e.add_argument("--batch-size", type=int, default=None)
-    e.add_argument("--dataset", choices=DATASETS, default=None, help="default: the checkpoint's")
+    e.add_argument("--dataset", choices=dataset_names(), default=None, help="default: the checkpoint's")
     e.add_argument("--root", default=None, help="data folder (default: the checkpoint's)")
     e.add_argument("--split", default=None, help="split to evaluate (default: the checkpoint's val split)")
     e.add_argument("--device", default="auto")
 
-    r = sub.add_parser("report", help="PNG plots of a checkpoint: routing weights, confusion, curves")
+    r = sub.add_parser("report", parents=[debug], help="PNG plots of a checkpoint: routing weights, confusion, "
+                       "curves")
     r.add_argument("checkpoint")
     r.add_argument("--out", default=None, help="output folder (default: CHECKPOINT's folder/report)")
     r.add_argument("--root", default=None, help="data folder (default: the checkpoint's)")
@@ -93,42 +85,35 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-_TRAIN_FIELDS = ("root", "val_split", "modality", "epochs", "batch_size", "lr", "weight_decay", "warmup_epochs",
-                 "grad_clip", "dim", "heads", "depth", "lambda_mac", "backend", "backbone", "backbone_weights",
-                 "num_clips", "val_clips", "num_frames", "image_size", "seed", "threads", "workers",
-                 "eval_batch_size", "device", "out", "resume", "stop_after")
+def _run(args) -> None:
+    if args.command == "train":
+        from .training import train
+        given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+        train(TrainConfig.for_dataset(given.pop("dataset") or TrainConfig.dataset, **given))
+    elif args.command == "eval":
+        from .training import evaluate_checkpoint
+        evaluate_checkpoint(args.checkpoint, num_clips=args.num_clips, batch_size=args.batch_size,
+                            dataset=args.dataset, root=args.root, split=args.split, device=args.device)
+    else:
+        from .training.report import report_checkpoint
+        report_checkpoint(args.checkpoint, out=args.out, root=args.root, split=args.split,
+                          num_clips=args.num_clips, batch_size=args.batch_size, device=args.device)
 
 
 def main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "train":
-        from .train import train
-        for name in ("epochs", "batch_size", "dim", "depth", "heads", "num_frames", "image_size"):
-            v = getattr(args, name)
-            if v is not None and v < 1:
-                parser.error(f"--{name.replace('_', '-')}: expected >= 1, got {v}")
-        for name in ("num_clips", "val_clips", "grad_clip", "warmup_epochs", "workers", "stop_after", "threads",
-                     "eval_batch_size"):
-            v = getattr(args, name)
-            if v is not None and v < 0:
-                parser.error(f"--{name.replace('_', '-')}: expected >= 0, got {v}")
-        if args.dataset == "synthetic" and args.num_clips == 0:
-            parser.error("--num-clips: expected >= 1 for the synthetic set, got 0")
-        if args.dataset != "synthetic" and not args.root:
-            parser.error(f"--root: required for --dataset {args.dataset} (the folder holding the data; see "
-                         f"docs/training.md)")
-        given = {k: getattr(args, k) for k in _TRAIN_FIELDS}
-        cfg = TrainConfig.for_dataset(args.dataset, amp=args.amp or None, progress=not args.no_progress, **given)
-        train(cfg)
-    elif args.command == "eval":
-        from .train import evaluate_checkpoint
-        evaluate_checkpoint(args.checkpoint, num_clips=args.num_clips, batch_size=args.batch_size,
-                            dataset=args.dataset, root=args.root, split=args.split, device=args.device)
-    else:
-        from .plots import report_checkpoint
-        report_checkpoint(args.checkpoint, out=args.out, root=args.root, split=args.split,
-                          num_clips=args.num_clips, batch_size=args.batch_size, device=args.device)
+    try:
+        _run(args)
+    except ConfigError as e:          # an option out of range: reported like argparse's own errors (exit 2)
+        if args.debug:
+            raise
+        parser.error(e.flag_message())
+    except USER_ERRORS as e:
+        if args.debug:
+            raise
+        print(f"mdn-fast {args.command}: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

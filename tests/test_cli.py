@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mdn_fast.cli import main
-from mdn_fast.train import load_checkpoint
+from mdn_fast.training import load_checkpoint
 
 TINY = ["--num-clips", "48", "--val-clips", "24", "--epochs", "1", "--batch-size", "16", "--dim", "32",
         "--no-progress"]
@@ -57,11 +57,39 @@ def test_train_rgb_tiny(tmp_path, capsys):
 
 
 def test_bad_arguments(tmp_path, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         main(["train", "--epochs", "0", "--out", str(tmp_path)])
-    assert "--epochs: expected >= 1" in capsys.readouterr().err
+    assert e.value.code == 2 and "--epochs: expected >= 1" in capsys.readouterr().err
+    # a user error: one line on stderr, exit status 1, no traceback ...
+    assert main(["eval", str(tmp_path / "missing.pt")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mdn-fast eval: error: checkpoint: no such file") and err.count("\n") == 1
+    assert "Traceback" not in err
+    # ... unless --debug asks for it (after the command, or before it)
     with pytest.raises(FileNotFoundError, match="checkpoint: no such file"):
-        main(["eval", str(tmp_path / "missing.pt")])
+        main(["eval", str(tmp_path / "missing.pt"), "--debug"])
+    with pytest.raises(FileNotFoundError, match="checkpoint: no such file"):
+        main(["--debug", "eval", str(tmp_path / "missing.pt")])
+
+
+@pytest.mark.parametrize("flag", ["--grad-clip", "--warmup-epochs", "--lr", "--weight-decay", "--lambda-mac"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_refused(tmp_path, capsys, flag, value):
+    """``--grad-clip nan`` used to mean "no clipping" (nan > 0 is False); every float option refuses it."""
+    with pytest.raises(SystemExit) as e:
+        main(["train", f"{flag}={value}", "--out", str(tmp_path)])   # "=": argparse takes "-inf" for an option
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{flag}: expected a finite number, got {float(value)!r}" in err
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())          # refused before anything ran
+
+
+def test_switches_left_unset_take_the_preset():
+    from mdn_fast.cli import _parser
+    p = _parser()
+    a = p.parse_args(["train"])
+    assert a.amp is None and a.progress is None and a.dataset is None and a.epochs is None
+    a = p.parse_args(["train", "--amp", "--no-progress", "--dataset", "imigue", "--epochs", "3"])
+    assert a.amp is True and a.progress is False and a.dataset == "imigue" and a.epochs == 3
 
 
 def test_python_dash_m_help():

@@ -1,7 +1,7 @@
 """DistributedDataParallel on the CPU (gloo backend, two processes on a loopback port).
 
 - Gradients: two ranks, each with half of a batch, through ``mdn_fast.distributed.wrap_model`` and
-  ``mdn_fast.train.forward_loss``; DDP's averaged gradients equal one process's gradients on the
+  ``mdn_fast.training.forward_loss``; DDP's averaged gradients equal one process's gradients on the
   concatenated batch, MAC term included (``MACLoss`` all-gathers the pooled path features, so its
   negatives are the global batch). Also ``gather_rows`` with uneven shards.
 - ``torchrun --nproc_per_node 2 -m mdn_fast train``: runs, only rank 0 logs and writes, and the
@@ -45,7 +45,7 @@ def _worker(rank, world, port, out_dir):
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from mdn_fast import distributed as du
-    from mdn_fast.train import forward_loss
+    from mdn_fast.training import forward_loss
     ctx = du.setup("cpu")
     try:
         assert ctx.distributed and ctx.rank == rank and torch.distributed.get_backend() == "gloo"
@@ -69,7 +69,7 @@ def _worker(rank, world, port, out_dir):
 def test_ddp_gradients_equal_single_process_on_concatenated_batch(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     torch.set_num_threads(1)
-    from mdn_fast.train import forward_loss
+    from mdn_fast.training import forward_loss
     model = _model()
     loss, _ = forward_loss(model, _batch(), torch.device("cpu"))
     loss.backward()
@@ -108,7 +108,7 @@ def test_torchrun_two_process_train(tmp_path):
     last = torch.load(out / "last.pt", weights_only=True)
     assert last["world_size"] == 2 and len(last["rng"]) == 2 and last["epoch"] == 2
     assert not torch.equal(last["rng"][0]["torch"], last["rng"][1]["torch"])  # per-rank augmentation streams
-    from mdn_fast.train import evaluate_checkpoint
+    from mdn_fast.training import evaluate_checkpoint
     m = evaluate_checkpoint(str(out / "checkpoint.pt"), log=lambda *a: None)
     assert m["num_clips"] == 21
     # distributed eval (uneven shards 11 + 10, gathered) == single-process eval of the same weights

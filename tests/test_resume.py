@@ -14,7 +14,7 @@ import torch
 
 from mdn_fast import checkpoint as ckpt_io
 from mdn_fast.cli import main
-from mdn_fast.train import TrainConfig, evaluate_checkpoint, load_checkpoint, train
+from mdn_fast.training import TrainConfig, evaluate_checkpoint, load_checkpoint, train
 
 
 def _cfg(out, **kw):

@@ -2,10 +2,12 @@
 tests/test_readers_ma52.py and tests/test_readers_imigue.py): the right model for each dataset, the
 metrics it has (no F1_mean without body classes), eval of the result, and the errors for a missing or
 incomplete ``--root``."""
+import re
+
 import pytest
 
 from mdn_fast.cli import main
-from mdn_fast.train import load_checkpoint
+from mdn_fast.training import load_checkpoint
 from tests.test_readers_imigue import make_release
 
 try:   # the MA-52 fixture writes mp4 clips with PyAV; without it only the MA-52 tests skip
@@ -68,34 +70,43 @@ def test_train_ma52_rgb_pose_tiny_backbone(ma52_root, tmp_path, capsys):
     assert ckpt["train_config"]["image_size"] == 64
 
 
+def _user_error(capsys, args) -> str:
+    """``main(args)`` fails as a user error: exit status 1 and one ``mdn-fast train: error:`` message."""
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mdn-fast train: error: ") and "Traceback" not in err
+    return err
+
+
 def test_root_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--dataset", "ma52"])
     assert "--root: required for --dataset ma52" in capsys.readouterr().err
-    with pytest.raises(FileNotFoundError, match=r"--root '.*nowhere': no such folder"):
-        main(["train", "--dataset", "imigue", "--root", str(tmp_path / "nowhere"), *TINY])
+    assert re.search(r"--root '.*nowhere': no such folder",
+                     _user_error(capsys, ["train", "--dataset", "imigue", "--root", str(tmp_path / "nowhere"), *TINY]))
+    with pytest.raises(FileNotFoundError, match=r"--root '.*nowhere': no such folder"):      # --debug: the exception
+        main(["train", "--dataset", "imigue", "--root", str(tmp_path / "nowhere"), "--debug", *TINY])
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError) as e:
-        main(["train", "--dataset", "imigue", "--root", str(empty), *TINY])
-    assert "train_data.npy" in str(e.value) and "valid_data.npy" in str(e.value)
-    with pytest.raises(FileNotFoundError) as e:
-        main(["train", "--dataset", "ma52", "--root", str(empty), *TINY])
-    assert "train_list_videos.txt" in str(e.value) and "val_list_videos.txt" in str(e.value)
+    err = _user_error(capsys, ["train", "--dataset", "imigue", "--root", str(empty), *TINY])
+    assert "train_data.npy" in err and "valid_data.npy" in err
+    err = _user_error(capsys, ["train", "--dataset", "ma52", "--root", str(empty), *TINY])
+    assert "train_list_videos.txt" in err and "val_list_videos.txt" in err
     # lists present, but neither videos (rgb) nor pose: both named
     (empty / "train_list_videos.txt").write_bytes(b"a.mp4 1")
     (empty / "val_list_videos.txt").write_bytes(b"b.mp4 2")
-    with pytest.raises(FileNotFoundError) as e:
-        main(["train", "--dataset", "ma52", "--root", str(empty), *TINY])
-    assert "videos_train" in str(e.value) and "videos_val" in str(e.value)
-    with pytest.raises(FileNotFoundError, match=r"pose.train\.pkl"):
-        main(["train", "--dataset", "ma52", "--modality", "pose", "--root", str(empty), *TINY])
+    err = _user_error(capsys, ["train", "--dataset", "ma52", "--root", str(empty), *TINY])
+    assert "videos_train" in err and "videos_val" in err
+    err = _user_error(capsys, ["train", "--dataset", "ma52", "--modality", "pose", "--root", str(empty), *TINY])
+    assert re.search(r"pose.train\.pkl", err)
 
 
-def test_dataset_option_errors(imigue_root, tmp_path):
-    with pytest.raises(ValueError, match=r"modality: the iMiGUE skeleton release has no video"):
+def test_dataset_option_errors(imigue_root, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
         main(["train", "--dataset", "imigue", "--modality", "rgb", "--root", str(imigue_root), *TINY])
+    assert e.value.code == 2
+    assert "--modality: the iMiGUE skeleton release has no video; expected 'pose'" in capsys.readouterr().err
     make_release(tmp_path, "train")
     make_release(tmp_path, "test", with_labels=False)
-    with pytest.raises(ValueError, match=r"--val-split 'test': its labels are hidden"):
-        main(["train", "--dataset", "imigue", "--root", str(tmp_path), "--val-split", "test", *TINY])
+    err = _user_error(capsys, ["train", "--dataset", "imigue", "--root", str(tmp_path), "--val-split", "test", *TINY])
+    assert "--val-split 'test': its labels are hidden" in err
