@@ -194,15 +194,35 @@ def test_unbatched_input_and_entity_subset():
     assert entity_boxes(kp.double(), "body25")[0].dtype == torch.float64
 
 
-def test_nan_keypoints_error_names_clip_frame_joint_and_fix():
+def test_nonfinite_joint_is_a_missing_joint():
+    """No value check inside (it would sync the host in the model's forward): a NaN/Inf joint gives
+    exactly the boxes and presence of a missing (0, 0, 0) joint."""
     kp = torch.rand(2, 3, J, 3) * 50
+    kp[..., 2] = 0.5 + 0.5 * torch.rand(2, 3, J)
+    bad = kp.clone()
+    bad[1, 2, 7, 0] = float("nan")                     # LWrist x
+    bad[0, 1, 1, 2] = float("inf")                     # Neck confidence
+    bad[0, 0, 15, 1] = float("-inf")                   # REye y
+    missing = kp.clone()
+    for idx in ((1, 2, 7), (0, 1, 1), (0, 0, 15)):
+        missing[idx] = 0.0
+    got, want = entity_boxes(bad, "body25"), entity_boxes(missing, "body25")
+    assert torch.isfinite(got[0]).all()
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert not torch.equal(want[1], entity_boxes(kp, "body25")[1])   # the dropped joints mattered
+
+
+def test_value_check_names_clip_frame_joint_and_fix():
+    from mdn_fast.data.validate import check_keypoint_values
+    kp = torch.rand(2, 3, J, 3) * 50
+    check_keypoint_values(kp, "body25")                # finite: passes
     kp[1, 2, 7, 0] = float("nan")
     with pytest.raises(ValueError, match=r"keypoints: non-finite .* clip 1, frame 2, joint 7 \(LWrist\).*\(0, 0, 0\)"):
-        entity_boxes(kp, "body25")
+        check_keypoint_values(kp, "body25")
     kp = torch.rand(3, J, 3) * 50
     kp[0, 4, 2] = float("inf")
-    with pytest.raises(ValueError, match=r"frame 0, joint 4 \(RWrist\)"):
-        entity_mask(kp, "body25")
+    with pytest.raises(ValueError, match=r"frame 0 of clip_0042.json, joint 4 \(RWrist\)"):
+        check_keypoint_values(kp.numpy(), "body25", source="clip_0042.json")
 
 
 def test_input_errors():

@@ -117,8 +117,9 @@ def test_per_clip_centre_scale_against_direct_computation():
 
 def test_errors():
     kp = _random_clip()
-    kp[0, 1, 3, 1] = float("nan")
-    with pytest.raises(ValueError, match=r"keypoints: non-finite .*clip 0, frame 1, joint 3 \(RElbow\)"):
-        pose_features(kp, "body25")
+    bad, missing = kp.clone(), kp.clone()
+    bad[0, 1, 3, 1] = float("nan")                     # a non-finite joint is a missing one (no value check:
+    missing[0, 1, 3] = 0.0                             # the model's forward must not sync the host)
+    assert torch.equal(pose_features(bad, "body25"), pose_features(missing, "body25"))
     with pytest.raises(ValueError, match="cannot provide"):
         pose_features(_random_clip(), "body25", ("head", "wings"))

@@ -10,10 +10,11 @@ from .ma52 import BODY_OF_ACTION, MA52Dataset, read_label_names, read_list
 from .prediction_csv import read_prediction_csv, write_prediction_csv
 from . import safe_pickle
 from .check import check_dataset
+from .validate import check_frame_values, check_keypoint_values
 
 __all__ = [
     "ENTITIES", "BOX_RULES", "Layout", "register_layout", "get_layout", "layout_names",
-    "check_keypoints", "entity_boxes", "entity_mask",
+    "check_keypoints", "entity_boxes", "entity_mask", "check_keypoint_values", "check_frame_values",
     "POSE_FEATURE_DIM", "pose_features", "entity_joint_counts", "body_centre_scale",
     "SyntheticMicroActions", "CLASS_NAMES", "BODY_NAMES", "BODY_OF_CLASS", "RHYTHM_PAIRS",
     "MA52Dataset", "IMiGUEDataset", "read_list", "read_label_names", "BODY_OF_ACTION",

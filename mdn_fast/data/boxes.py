@@ -1,7 +1,9 @@
 """Per-frame entity boxes and presence masks from 2-D keypoints (facts.md box rules), vectorised in torch.
 
 keypoints: ``[B, T, J, 3]`` (or ``[T, J, 3]``): x, y in frame pixels and a confidence; a missing joint is
-``(0, 0, 0)`` as in OpenPose JSON. A joint is *confident* when its confidence is ``> conf_thr``
+``(0, 0, 0)`` as in OpenPose JSON, and so is a joint holding a NaN or Inf (no value check here: these
+functions run inside the model's forward, which must not sync with the host; the readers reject bad
+files through ``mdn_fast.data.validate``). A joint is *confident* when its confidence is ``> conf_thr``
 (strictly, as OpenPose does).
 
 Box rules (chosen per entity by the layout, ``Layout.box_rule``):
@@ -23,6 +25,7 @@ Absent entities still get a finite box: the nearest present box of the same enti
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -37,8 +40,14 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def check_keypoints(keypoints, layout: Layout, name: str = "keypoints") -> tuple[torch.Tensor, bool]:
-    """Validate keypoints for ``layout``; return ``(kp [B, T, J, 3] in float32 (float64 stays),
-    was_unbatched)``. Errors name the argument, the expectation, what was given, and the fix."""
+    """Check keypoints' type, shape and dtype for ``layout`` (static facts only: no look at the values, so
+    no host sync) and return ``(kp [B, T, J, 3] in float32 (float64 stays), was_unbatched)``.
+
+    A joint holding a NaN or Inf (in x, y or confidence) comes back as a missing joint ``(0, 0, 0)``,
+    computed with ``torch.where`` (no data-dependent branch): the model can run under
+    ``torch.compile(fullgraph=True)`` and ``torch.export``. To *reject* such keypoints instead, naming
+    where they are, call ``mdn_fast.data.validate.check_keypoint_values`` (the readers do, where the bad
+    file is known). Errors name the argument, the expectation, what was given, and the fix."""
     if isinstance(keypoints, np.ndarray):
         keypoints = torch.from_numpy(keypoints)
     if not isinstance(keypoints, torch.Tensor):
@@ -54,15 +63,20 @@ def check_keypoints(keypoints, layout: Layout, name: str = "keypoints") -> tuple
     unbatched = keypoints.dim() == 3
     kp = keypoints.unsqueeze(0) if unbatched else keypoints
     kp = kp if kp.dtype == torch.float64 else kp.float()
-    bad = ~torch.isfinite(kp).all(-1)
-    if bad.any():
-        b, t, j = (int(i) for i in bad.nonzero()[0])
-        where = f"frame {t}" if unbatched else f"clip {b}, frame {t}"
-        raise ValueError(f"{name}: non-finite value {kp[b, t, j].tolist()} at {where}, joint {j} "
-                         f"({layout.joint_names[j]}) ({int(bad.sum())} such joints in all); mark a missing "
-                         f"joint as (0, 0, 0) as OpenPose does, e.g. "
-                         f"{name}[~torch.isfinite({name}).all(-1)] = 0")
-    return kp, unbatched
+    return drop_nonfinite_joints(kp), unbatched
+
+
+def drop_nonfinite_joints(kp: torch.Tensor) -> torch.Tensor:
+    """``kp [..., J, 3]`` with every joint that holds a NaN or Inf set to ``(0, 0, 0)`` (missing, as in
+    OpenPose JSON). Elementwise, so it costs no host sync and no branch."""
+    ok = torch.isfinite(kp).all(-1, keepdim=True)
+    return torch.where(ok, kp, torch.zeros_like(kp))
+
+
+def take_joints(x: torch.Tensor, joints: Sequence[int], dim: int) -> torch.Tensor:
+    """``x`` restricted to ``joints`` along ``dim`` (in that order): one stack of views. Unlike indexing
+    with a list, this copies no index tensor from the host to the device (that copy syncs on CUDA)."""
+    return torch.stack([x.select(dim, j) for j in joints], dim=dim)
 
 
 def _square(cx, cy, side):
@@ -96,7 +110,7 @@ def _face_box(kp, layout, conf_thr):
 
 
 def _extent_box(kp, joints, conf_thr, margin, min_joints):
-    pts = kp[..., list(joints), :]                     # [B, T, n, 3]
+    pts = take_joints(kp, joints, -2)                  # [B, T, n, 3]
     valid = pts[..., 2] > conf_thr
     big = torch.finfo(kp.dtype).max
     x, y = pts[..., 0], pts[..., 1]
@@ -133,14 +147,19 @@ def _fill_absent(boxes, present):
     return torch.where(has[..., None], filled, torch.zeros_like(filled))
 
 
+def _finite(x) -> bool:
+    # math, not numpy: under torch.compile numpy calls become tensor ops, and branching on one breaks the graph.
+    return math.isfinite(float(x))
+
+
 def _check_params(conf_thr, margin, min_joints, min_size):
-    if not np.isfinite(conf_thr):
+    if not _finite(conf_thr):
         raise ValueError(f"conf_thr: expected a finite confidence threshold (OpenPose uses 0.25), got {conf_thr}")
-    if not (np.isfinite(margin) and margin >= 0):
+    if not (_finite(margin) and margin >= 0):
         raise ValueError(f"margin: expected a finite fraction >= 0 (default 0.1), got {margin}")
     if int(min_joints) != min_joints or min_joints < 1:
         raise ValueError(f"min_joints: expected an integer >= 1 (default 2), got {min_joints}")
-    if not (np.isfinite(min_size) and min_size >= 0):
+    if not (_finite(min_size) and min_size >= 0):
         raise ValueError(f"min_size: expected a finite side length in pixels >= 0 (default 4), got {min_size}")
 
 

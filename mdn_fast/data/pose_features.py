@@ -15,7 +15,8 @@ joint, ``(x, y, confidence, vx, vy)``:
 - confidence: as given for confident joints (``> conf_thr``).
 - vx, vy: ``xy[t] - xy[t-1]`` of the normalised coordinates; 0 at t = 0 and wherever the joint is not
   confident in both frames (so a dropped joint never looks like a jump).
-Joints that are not confident have all five features 0. Entities own different numbers of joints;
+Joints that are not confident have all five features 0; a joint holding a NaN or Inf counts as missing
+(``check_keypoints``), so the features are always finite and computed without a host sync. Entities own different numbers of joints;
 each is padded with zero rows up to ``Jmax = max(entity_joint_counts(layout, entities))``.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from .boxes import check_keypoints
+from .boxes import check_keypoints, take_joints
 from .layouts import ENTITIES, Layout, get_layout
 
 #: Features per joint: x, y, confidence, vx, vy.
@@ -52,9 +53,8 @@ def body_centre_scale(kp: torch.Tensor, layout: Layout, conf_thr: float = 0.25):
     centre = torch.zeros(B, 2, dtype=kp.dtype, device=kp.device)
     have_c = torch.zeros(B, dtype=torch.bool, device=kp.device)
     for joints in layout.center_joints:
-        idx = list(joints)
-        ok = conf[..., idx].all(-1)                                  # [B, T]
-        med, any_ok = _per_clip_median(xy[..., idx, :].mean(-2), ok)
+        ok = take_joints(conf, joints, -1).all(-1)                   # [B, T]
+        med, any_ok = _per_clip_median(take_joints(xy, joints, -2).mean(-2), ok)
         take = any_ok & ~have_c
         centre = torch.where(take[:, None], med, centre)
         have_c |= any_ok
@@ -88,7 +88,7 @@ def pose_features(keypoints, layout: str | Layout, entities: Sequence[str] = ENT
     layout = get_layout(layout)
     entities = layout.check_entities(entities)
     kp, unbatched = check_keypoints(keypoints, layout)
-    B, T, J, _ = kp.shape
+    B, T = kp.shape[:2]
     centre, scale = body_centre_scale(kp, layout, conf_thr)
     conf_ok = kp[..., 2] > conf_thr                                   # [B, T, J]
     xy = (kp[..., :2] - centre[:, None, None, :]) / scale[:, None, None, None]
@@ -100,10 +100,11 @@ def pose_features(keypoints, layout: str | Layout, entities: Sequence[str] = ENT
     per_joint = torch.cat([xy, c[..., None], vel], dim=-1)            # [B, T, J, 5]
     counts = [len(layout.entity_joints[e]) for e in entities]
     jmax = max(counts)
-    # One gather: pad each entity's index list with a sentinel row J that holds zeros.
-    index = torch.full((len(entities), jmax), J, dtype=torch.long)
-    for k, e in enumerate(entities):
-        index[k, :counts[k]] = torch.tensor(layout.entity_joints[e])
-    padded = torch.cat([per_joint, per_joint.new_zeros(B, T, 1, POSE_FEATURE_DIM)], dim=2)
-    feats = padded[:, :, index.to(kp.device).reshape(-1)].reshape(B, T, len(entities), jmax, POSE_FEATURE_DIM)
+    # One stack of views, each entity's joints padded with zero rows (no index tensor copied to the
+    # device: that copy would sync the host on CUDA).
+    zero = per_joint.new_zeros(B, T, POSE_FEATURE_DIM)
+    rows = []
+    for e, n in zip(entities, counts):
+        rows += [per_joint[:, :, j] for j in layout.entity_joints[e]] + [zero] * (jmax - n)
+    feats = torch.stack(rows, dim=2).unflatten(2, (len(entities), jmax))      # [B, T, K, Jmax, 5]
     return feats[0] if unbatched else feats

@@ -6,7 +6,12 @@ with no present token), concatenated with ``f_cnn [B, D]`` when a CNN runs.
 Loss = CE(action) + CE(body, when labels and head exist) + ``lambda_mac`` · MAC(last block's paths).
 
 Every input check lives in ``MicroDualNet.check_inputs``: errors name the argument, what was expected,
-what was given and how to fix it.
+what was given and how to fix it. Those checks are static (type, shape, dtype, device): the forward does
+no host synchronisation and no data-dependent Python branching (design.md §4.1), so the model compiles
+with ``torch.compile(fullgraph=True)`` and exports with ``torch.export``. Values are not checked: a joint
+holding a NaN or Inf is a missing joint (confidence 0), and non-finite frames give non-finite outputs.
+The value checks, which name where the bad value is, are opt-in: ``check_values`` (or
+``validate_values=True``, eager debugging) and ``mdn_fast.data.validate`` in the readers.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.boxes import check_keypoints
+from ..data.validate import check_frame_values, check_keypoint_values
 from ..data.layouts import ENTITIES, get_layout, layout_names
 from ..ops._backends import check_backend_name
 from .dual_path_block import DualPathBlock
@@ -38,6 +44,10 @@ class MicroDualNetOutput:
     f_cnn: torch.Tensor | None = None   # [B, D] global CNN feature, None for "pose"
 
 
+# A pytree node, so that torch.export (and anything else that flattens outputs) sees its tensors.
+torch.utils._pytree.register_dataclass(MicroDualNetOutput, serialized_type_name="mdn_fast.MicroDualNetOutput")
+
+
 def _positive_int(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or int(value) != value or value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
@@ -56,13 +66,16 @@ class MicroDualNet(nn.Module):
             or a local state-dict file. backend: op backend (``"auto"``, ``"reference"``, ``"triton"``, ``"cpp"``).
         feature_stride, roi_size (keyword-only extras): see ``SpatialEntityModule``; ``feature_stride=8``
             or 16 suits small frames such as the 64-px synthetic set.
+        validate_values (keyword-only, default False): also run ``check_values`` in every forward, i.e.
+            raise on NaN/Inf frames or keypoints, naming where. It reads the values (a host sync per
+            step, a graph break under ``torch.compile``); for eager debugging. Not saved in ``config``.
     """
 
     def __init__(self, num_classes: int = 52, num_body_classes: int | None = 7, modality: str = "rgb+pose",
                  layout: str = "body25", entities=ENTITIES, num_frames: int = 8, dim: int = 256,
                  heads: int = 8, depth: int = 1, tau: float = 1.0, lambda_mac: float = 1.0,
                  backbone: str = "resnet101", backbone_weights=None, backend: str = "auto", *,
-                 feature_stride: int = 32, roi_size: int = 7):
+                 feature_stride: int = 32, roi_size: int = 7, validate_values: bool = False):
         super().__init__()
         if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
             raise ValueError(f"num_classes: expected an integer >= 2 (a classifier needs two classes), "
@@ -108,11 +121,13 @@ class MicroDualNet(nn.Module):
         self.head = nn.Linear(feat, num_classes)
         self.body_head = nn.Linear(feat, num_body_classes) if num_body_classes is not None else None
         self.mac = MACLoss()
+        self.validate_values = bool(validate_values)
 
     # -- validation -------------------------------------------------------------------------------
     def check_inputs(self, frames, keypoints, entity_mask):
-        """Validate the forward arguments; returns ``(frames, keypoints, entity_mask)`` (keypoints as
-        float32 or float64). Raises TypeError/ValueError naming the argument and the fix."""
+        """Validate the forward arguments' types, shapes, dtypes and devices (static facts: no host sync);
+        returns ``(frames, keypoints, entity_mask)`` (keypoints as float32 or float64, non-finite joints
+        as missing ones). Raises TypeError/ValueError naming the argument and the fix."""
         T, K, J = self.num_frames, len(self.entities), self.layout.num_joints
         B = None
         if self.sem.uses_rgb:
@@ -133,9 +148,6 @@ class MicroDualNet(nn.Module):
                                  f"model with num_frames={frames.shape[1]}")
             if min(frames.shape[-2:]) < 32:
                 raise ValueError(f"frames: expected H, W >= 32 pixels for the ResNet, got {tuple(frames.shape[-2:])}")
-            if not torch.isfinite(frames).all():
-                raise ValueError(f"frames: contains NaN or Inf ({int((~torch.isfinite(frames)).sum())} values); "
-                                 f"clean the decoded video before the model")
             B = frames.shape[0]
         if self.sem.uses_pose and keypoints is None:
             raise ValueError(f"keypoints: required for modality={self.modality!r}; pass keypoints [B, {T}, {J}, 3] "
@@ -146,7 +158,7 @@ class MicroDualNet(nn.Module):
                 raise ValueError(f"keypoints: expected shape [B, {T}, {J}, 3] (layout {self.layout.name!r}), "
                                  f"got {tuple(keypoints.shape)}"
                                  + ("; add the batch dim with keypoints[None]" if keypoints.dim() == 3 else ""))
-            keypoints, _ = check_keypoints(keypoints, self.layout)   # type, J, dtype, NaN/Inf
+            keypoints, _ = check_keypoints(keypoints, self.layout)   # type, J, dtype; NaN/Inf joints -> missing
             if keypoints.shape[1] != T:
                 raise ValueError(f"keypoints: expected T = num_frames = {T} frames, got {keypoints.shape[1]} "
                                  f"(shape {tuple(keypoints.shape)})")
@@ -166,12 +178,24 @@ class MicroDualNet(nn.Module):
                                  f"{self.entities}), got {tuple(entity_mask.shape)}")
         return frames, keypoints, entity_mask
 
+    def check_values(self, frames=None, keypoints=None) -> None:
+        """Opt-in value check (reads the values: a host sync): raise ValueError if ``frames`` or
+        ``keypoints`` hold a NaN or Inf, naming the clip, frame (and joint). The forward does not call it
+        unless the model was built with ``validate_values=True``."""
+        if frames is not None:
+            check_frame_values(frames)
+        if keypoints is not None:
+            check_keypoint_values(keypoints, self.layout)
+
     # -- forward ----------------------------------------------------------------------------------
     def forward(self, frames=None, keypoints=None, entity_mask=None) -> MicroDualNetOutput:
         """``frames [B, T, 3, H, W]`` (ignored by ``"pose"``), ``keypoints [B, T, J, 3]`` (for ``"rgb"``
         optional: it then gives the boxes and the mask), ``entity_mask [B, T, K]`` bool or None (derived
         from the keypoints' confidences; all True for ``"rgb"`` without keypoints)."""
-        frames, keypoints, entity_mask = self.check_inputs(frames, keypoints, entity_mask)
+        checked = self.check_inputs(frames, keypoints, entity_mask)
+        if self.validate_values:   # on the inputs as given (check_inputs turns bad joints into missing ones)
+            self.check_values(frames if self.sem.uses_rgb else None, keypoints)
+        frames, keypoints, entity_mask = checked
         if not self.sem.uses_rgb:
             frames = None
         x, f_cnn, mask = self.sem(frames, keypoints, entity_mask)

@@ -32,7 +32,7 @@ import torchvision
 from torch import nn
 from torchvision.ops import roi_align
 
-from ..data.boxes import entity_boxes, entity_mask as mask_from_keypoints
+from ..data.boxes import entity_boxes
 from ..data.layouts import get_layout
 from .tsm import insert_tsm
 
@@ -191,11 +191,23 @@ class SpatialEntityModule(nn.Module):
         """``[B, T, K, 4]`` xyxy frame pixels: the keypoint boxes of every entity seen in at least one frame
         of the clip (``entity_boxes`` fills its absent frames from the nearest present one), the default
         region of entities never seen in the clip or when there are no keypoints."""
-        scale = torch.tensor([W, H, W, H], dtype=torch.float32, device=device)
-        default = (self.default_regions.to(device) * scale).expand(B, self.num_frames, -1, -1)
-        if keypoints is None:
+        found = None if keypoints is None else self.keypoint_boxes(keypoints)
+        return self._roi_boxes(found, B, H, W, device)
+
+    def keypoint_boxes(self, keypoints: torch.Tensor):
+        """``(boxes [B, T, K, 4], present [B, T, K])`` of ``entity_boxes`` for this module's entities."""
+        return entity_boxes(keypoints, self.layout, self.entities, conf_thr=self.conf_thr)
+
+    def _roi_boxes(self, found, B: int, H: int, W: int, device) -> torch.Tensor:
+        """``boxes`` from ``found = keypoint_boxes(...)`` or None. Branch-free in the values: a per-element
+        ``torch.where`` picks keypoint box or default region."""
+        r = self.default_regions.to(device)
+        # Scale by Python numbers (not a tensor built from [W, H, W, H]: that host-to-device copy syncs).
+        default = torch.stack([r[:, 0] * W, r[:, 1] * H, r[:, 2] * W, r[:, 3] * H], dim=-1)
+        default = default.expand(B, self.num_frames, -1, -1)
+        if found is None:
             return default
-        boxes, present = entity_boxes(keypoints, self.layout, self.entities, conf_thr=self.conf_thr)
+        boxes, present = found
         # Keypoints use pixel-index units (pixel i covers [i - .5, i + .5), mdn_fast.data.video);
         # roi_align(aligned=True) takes continuous coordinates (pixel i covers [i, i + 1)): shift by .5.
         boxes = boxes.to(device=device, dtype=torch.float32) + 0.5
@@ -221,17 +233,21 @@ class SpatialEntityModule(nn.Module):
         B = (frames if frames is not None else keypoints).shape[0]
         T, K = self.num_frames, len(self.entities)
         tokens, f_cnn = 0, None
+        # Boxes and presence come from one entity_boxes call, shared by the ROIs and the mask.
+        found = None
+        if keypoints is not None and (self.uses_rgb or entity_mask is None):
+            found = self.keypoint_boxes(keypoints)
         if self.uses_rgb:
             H, W = frames.shape[-2:]
             fmap = self.trunk(frames.reshape(B * T, *frames.shape[2:]))
             f_cnn = self.cnn_proj(fmap.mean(dim=(2, 3))).view(B, T, self.dim).mean(dim=1)
-            tokens = tokens + self.roi_features(fmap, self.boxes(keypoints, B, H, W, frames.device))
+            tokens = tokens + self.roi_features(fmap, self._roi_boxes(found, B, H, W, frames.device))
         if self.uses_pose:
             tokens = tokens + self.pose_tokens(keypoints)
         tokens = tokens + self.entity_embed + self.frame_embed[:, None, :]
         if entity_mask is None:
-            if keypoints is not None:
-                entity_mask = mask_from_keypoints(keypoints, self.layout, self.entities, conf_thr=self.conf_thr)
+            if found is not None:
+                entity_mask = found[1]
             else:
                 entity_mask = torch.ones(B, T, K, dtype=torch.bool, device=tokens.device)
         return tokens, f_cnn, entity_mask.to(tokens.device)
