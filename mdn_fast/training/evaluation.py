@@ -18,16 +18,17 @@ from .steps import forward_loss
 @torch.no_grad()
 def predict(model, loader, *, device=None, amp: bool = False, ctx=None, indices=None) -> dict:
     """Run ``model`` over ``loader``: ``{"logits" [N, C], "labels" [N], "alpha" [N, depth, K, 2],
-    "loss_sum", "num_clips"}`` (CPU, float32). Distributed: each rank passes its shard's ``indices``;
+    "loss_sum", "num_clips"}`` (CPU, float32; ``loss_sum`` NaN when some labels are hidden (-1)). Distributed: each rank passes its shard's ``indices``;
     the result (on every rank) is the whole set in index order."""
     net = dist_util.unwrap(model)
     device = device if device is not None else next(net.parameters()).device
     net.eval()
     logits, labels, alphas, loss_sum = [], [], [], 0.0
     for batch in loader:
-        loss, out = forward_loss(net, batch, device, amp)
+        labelled = bool((batch["label"] >= 0).all())     # hidden labels (-1): logits only, no loss
+        loss, out = forward_loss(net, batch, device, amp, with_loss=labelled)
         b = batch["label"].shape[0]
-        loss_sum += float(loss) * b
+        loss_sum += float(loss) * b if labelled else float("nan")
         logits.append(out.logits.float().cpu())
         labels.append(batch["label"].cpu())
         alphas.append(out.alpha.float().cpu())

@@ -135,9 +135,12 @@ def build_datasets(cfg, *, need_train: bool = True, allow_hidden: bool = False, 
         except FileNotFoundError as e:
             errors.append(f"  {split}: {e}")
     if errors:
+        parts = ["--" + o for o in entry.options if o in ("lists", "videos", "pose")]
         raise FileNotFoundError(f"--dataset {cfg.dataset} --root {cfg.root!r}: missing data for modality "
                                 f"{cfg.modality!r}:\n" + "\n".join(errors)
-                                + "\n(see docs/training.md for the expected layout)")
+                                + "\n(see docs/training.md for the expected layout" + (
+                                    "; " + " / ".join(parts) + " point at parts stored elsewhere" if parts else "")
+                                + ")")
     val_set = opened["val"]
     if not allow_hidden and any(label < 0 for label in entry.labels(val_set)):
         submit = (f"; `mdn-fast eval CHECKPOINT --split {cfg.val_split} --prediction-csv PATH` writes the "
