@@ -62,6 +62,11 @@ class TrainConfig:
     resumable ``last.pt`` — for time-limited job slots. ``resume``: a ``last.pt``/``best.pt`` path, or
     ``"auto"`` (``OUT/last.pt`` if it exists, else a fresh start). A seed reproduces a run exactly for a
     given thread count, device and world size.
+    ``lists`` / ``videos`` / ``pose`` / ``skip_bad_clips``: dataset-specific (``DatasetEntry.options``;
+    MA-52): where each part of the release is when not under ``root``, and whether the clips that
+    ``mdn_fast.data.check`` finds unusable are left out (logged) instead of refused. Path options are
+    made absolute when a run starts (``absolute_paths``), so a checkpoint's config finds its data from
+    any working folder.
     """
     dataset: str = option("synthetic", choices=dataset_names, show_default=False)
     root: str = option("", _roots_help, show_default=False, path=True)
