@@ -127,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _data_options(args) -> dict:
-    return {k: getattr(args, k) for k in DATA_OPTIONS[1:] + ("skip_bad_clips",)}
+    """eval/report's overrides of the checkpoint's data options other than --root (None: as saved)."""
+    return {k: getattr(args, k) for k in ("lists", "videos", "pose", "skip_bad_clips")}
 
 
 def _run(args) -> int:
