@@ -3,9 +3,13 @@
 - ``mdn-fast train [--dataset synthetic|ma52|imigue --root PATH] ...``: train, evaluate each epoch, write
   ``OUT/last.pt``, ``OUT/best.pt``, ``OUT/checkpoint.pt``. Multi-GPU / multi-node: launch it with
   ``torchrun --nproc_per_node N -m mdn_fast train ...`` (or ``torchrun ... $(which mdn-fast) train``).
-- ``mdn-fast eval CHECKPOINT``: metrics on the val split of the checkpoint's dataset.
+- ``mdn-fast eval CHECKPOINT``: metrics on the val split of the checkpoint's dataset;
+  ``--split test --prediction-csv PATH`` writes the MA-52 submission file for the hidden test split.
 - ``mdn-fast report CHECKPOINT [--out DIR]``: PNG plots (routing weights per class and entity,
   confusion matrices, training curves).
+- ``mdn-fast check-data --dataset ma52|imigue --root PATH``: scan a release (every list line, video, pose
+  entry, label) and print what training would do with each finding; exit status 0 when every clip is
+  usable, 1 otherwise.
 With no options ``mdn-fast train`` trains on the synthetic set (no downloads; CPU-friendly defaults).
 
 The ``train`` options are built from ``TrainConfig``'s fields (type, help, choices from the field
@@ -16,14 +20,20 @@ A user error (bad option, missing data, refused checkpoint, diverged training) p
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import fields
 
-from .training import ConfigError, TrainConfig, dataset_names
+from .training import ConfigError, TrainConfig, dataset_names, get_dataset
 from .training.config import cli_flag, preset_values
+from .training.extras import MissingExtraError
 
 #: Exceptions that report a problem with the user's input or files, not a bug: one line, no traceback.
-USER_ERRORS = (ValueError, OSError, FloatingPointError)
+USER_ERRORS = (ValueError, OSError, FloatingPointError, MissingExtraError)
+#: The TrainConfig fields that say where a dataset's files are (eval, report and check-data take them too).
+DATA_OPTIONS = ("root", "lists", "videos", "pose")
+#: Flags of ``eval`` / ``report`` named differently from the train option of the same field.
+_EVAL_FLAGS = {"val_split": "--split"}
 _TYPES = {"int": int, "float": float, "str": str}
 
 
@@ -35,13 +45,17 @@ def _default_help(name: str) -> str:
     return "default " + ", ".join(f"{v} ({ds})" for ds, v in vals.items())
 
 
-def _add_train_options(t: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field; every default is None (unset: the dataset's preset applies)."""
+def _add_train_options(t: argparse.ArgumentParser, names=None, *, suffix: str = "", show_default: bool = True) -> None:
+    """One option per TrainConfig field (those in ``names``, default all); every default is None (unset:
+    the dataset's preset, or the checkpoint's value, applies). ``suffix`` ends each help text."""
     for f in fields(TrainConfig):
+        if names is not None and f.name not in names:
+            continue
         meta = f.metadata
         help_ = meta["help"]() if callable(meta["help"]) else meta["help"]
-        if meta["show_default"]:
+        if meta["show_default"] and show_default:
             help_ = (help_ + "; " if help_ else "") + _default_help(f.name)
+        help_ = (help_ + "; " if help_ and suffix else help_) + suffix
         kw = dict(dest=f.name, default=None, help=help_ or None)
         if f.type == "bool":   # a switch that sets the opposite of the field's default
             t.add_argument(cli_flag(f.name), action="store_const", const=not f.default, **kw)
@@ -52,7 +66,13 @@ def _add_train_options(t: argparse.ArgumentParser) -> None:
         t.add_argument(cli_flag(f.name), type=_TYPES[f.type], choices=choices, metavar=meta["metavar"], **kw)
 
 
+def _checkable() -> tuple:
+    return tuple(n for n in dataset_names() if get_dataset(n).check is not None)
+
+
 def _parser() -> argparse.ArgumentParser:
+    """The parser; ``.commands`` holds its subparsers by command (an option error is reported by the
+    command's own parser: ``mdn-fast eval: error: ...``)."""
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="on an error, show the Python traceback instead of one line")
@@ -64,28 +84,54 @@ def _parser() -> argparse.ArgumentParser:
                        description="Options left unset take the --dataset's preset (shown per dataset).")
     _add_train_options(t)
 
-    e = sub.add_parser("eval", parents=[debug], help="evaluate a checkpoint on its dataset's val split")
+    e = sub.add_parser("eval", parents=[debug], help="evaluate a checkpoint on its dataset's val split; write "
+                       "the submission file of the hidden test split")
     e.add_argument("checkpoint")
     e.add_argument("--num-clips", type=int, default=None, help="val clips (default: as in training)")
     e.add_argument("--batch-size", type=int, default=None)
     e.add_argument("--dataset", choices=dataset_names(), default=None, help="default: the checkpoint's")
-    e.add_argument("--root", default=None, help="data folder (default: the checkpoint's)")
-    e.add_argument("--split", default=None, help="split to evaluate (default: the checkpoint's val split)")
+    _add_train_options(e, DATA_OPTIONS + ("skip_bad_clips",), suffix="default: as in the checkpoint",
+                       show_default=False)
+    e.add_argument("--split", default=None, help="split to evaluate (default: the checkpoint's val split); a "
+                   "split with hidden labels (MA-52 test) needs --prediction-csv and reports no metrics")
+    e.add_argument("--prediction-csv", default=None, metavar="PATH",
+                   help="write the submission file (MA-52: prediction.csv, vid, action_pred_1..5, body_pred_1..5)")
     e.add_argument("--device", default="auto")
 
     r = sub.add_parser("report", parents=[debug], help="PNG plots of a checkpoint: routing weights, confusion, "
-                       "curves")
+                       "curves (needs the [plots] extra: matplotlib)")
     r.add_argument("checkpoint")
     r.add_argument("--out", default=None, help="output folder (default: CHECKPOINT's folder/report)")
-    r.add_argument("--root", default=None, help="data folder (default: the checkpoint's)")
+    _add_train_options(r, DATA_OPTIONS + ("skip_bad_clips",), suffix="default: as in the checkpoint",
+                       show_default=False)
     r.add_argument("--split", default=None, help="split to evaluate (default: the checkpoint's val split)")
     r.add_argument("--num-clips", type=int, default=None)
     r.add_argument("--batch-size", type=int, default=None)
     r.add_argument("--device", default="auto")
+
+    c = sub.add_parser("check-data", parents=[debug], help="scan a dataset release before training: every list "
+                       "line, video, pose entry and label; exit status 0 when every clip is usable",
+                       description="Prints each finding with its file, line and clip, and what training does "
+                       "with it. Exit status 0: training can use every clip; 1: errors found (training refuses "
+                       "those clips; train --skip-bad-clips leaves them out).")
+    c.add_argument("--dataset", choices=_checkable(), required=True)
+    _add_train_options(c, DATA_OPTIONS + ("modality",))
+    c.add_argument("--split", action="append", default=None, dest="splits", metavar="SPLIT",
+                   help="a split to check (repeat for several; default: train, val and test)")
+    c.add_argument("--no-videos", action="store_true", help="check that the videos exist, without opening them")
+    c.add_argument("--no-progress", action="store_true", help="no progress bars")
+    c.add_argument("--max-problems", type=int, default=20, metavar="N", help="print the first N findings of each "
+                   "severity (default 20)")
+    p.commands = {"train": t, "eval": e, "report": r, "check-data": c}
     return p
 
 
-def _run(args) -> None:
+def _data_options(args) -> dict:
+    """eval/report's overrides of the checkpoint's data options other than --root (None: as saved)."""
+    return {k: getattr(args, k) for k in ("lists", "videos", "pose", "skip_bad_clips")}
+
+
+def _run(args) -> int:
     if args.command == "train":
         from .training import train
         given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
@@ -93,28 +139,47 @@ def _run(args) -> None:
     elif args.command == "eval":
         from .training import evaluate_checkpoint
         evaluate_checkpoint(args.checkpoint, num_clips=args.num_clips, batch_size=args.batch_size,
-                            dataset=args.dataset, root=args.root, split=args.split, device=args.device)
-    else:
+                            dataset=args.dataset, root=args.root, split=args.split, device=args.device,
+                            prediction_csv=args.prediction_csv, **_data_options(args))
+    elif args.command == "report":
         from .training.report import report_checkpoint
         report_checkpoint(args.checkpoint, out=args.out, root=args.root, split=args.split,
-                          num_clips=args.num_clips, batch_size=args.batch_size, device=args.device)
+                          num_clips=args.num_clips, batch_size=args.batch_size, device=args.device,
+                          **_data_options(args))
+    else:
+        return _check_data(args)
+    return 0
+
+
+def _check_data(args) -> int:
+    """``mdn-fast check-data``: the report on stdout; 0 when every clip is usable, else 1."""
+    if args.max_problems < 0:
+        raise ConfigError("max_problems", f"expected >= 0, got {args.max_problems}")
+    cfg = TrainConfig.for_dataset(args.dataset, root=args.root, lists=args.lists, videos=args.videos,
+                                  pose=args.pose, modality=args.modality)
+    if not os.path.isdir(cfg.root):
+        raise FileNotFoundError(f"--root {cfg.root!r}: no such folder (--dataset {cfg.dataset})")
+    rep = get_dataset(cfg.dataset).check(cfg, tuple(args.splits) if args.splits else None,
+                                         not args.no_videos, not args.no_progress)
+    print(rep.format(max_problems=args.max_problems))
+    return 0 if rep.ok else 1
 
 
 def main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        _run(args)
+        return _run(args)
     except ConfigError as e:          # an option out of range: reported like argparse's own errors (exit 2)
         if args.debug:
             raise
-        parser.error(e.flag_message())
+        flag = _EVAL_FLAGS.get(e.field) if args.command != "train" else None
+        parser.commands[args.command].error(f"{flag}: {e.problem}" if flag else e.flag_message())
     except USER_ERRORS as e:
         if args.debug:
             raise
         print(f"mdn-fast {args.command}: error: {e}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

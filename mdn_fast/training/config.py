@@ -8,19 +8,21 @@ for the CLI and the Python API alike. Adding an option is adding a field here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+import os
+from dataclasses import dataclass, field, fields, replace
 
 from ..ops._backends import VALID as VALID_BACKENDS
-from .registry import MODALITIES, dataset_names, get_dataset
+from .registry import DATASET_OPTIONS, MODALITIES, dataset_names, get_dataset
 
-def option(default, help="", *, min=None, choices=None, metavar=None, show_default=True, flag=None):
+
+def option(default, help="", *, min=None, choices=None, metavar=None, show_default=True, flag=None, path=False):
     """A TrainConfig field and its CLI metadata. ``help``: text, or a callable giving it (read when
     the parser is built, e.g. from the registry); ``min``: smallest allowed value; ``choices``: a tuple
     or a callable giving one; ``show_default``: the help ends with the default of each dataset's
     preset; ``flag``: the CLI flag when not ``--field-name`` (a bool defaulting to True is a ``--no-X``
-    switch)."""
+    switch); ``path``: a file or folder, made absolute when a run starts (``absolute_paths``)."""
     return field(default=default, metadata=dict(help=help, min=min, choices=choices, metavar=metavar,
-                                                show_default=show_default, flag=flag))
+                                                show_default=show_default, flag=flag, path=path))
 
 
 def _roots_help() -> str:
@@ -60,9 +62,22 @@ class TrainConfig:
     resumable ``last.pt`` — for time-limited job slots. ``resume``: a ``last.pt``/``best.pt`` path, or
     ``"auto"`` (``OUT/last.pt`` if it exists, else a fresh start). A seed reproduces a run exactly for a
     given thread count, device and world size.
+    ``lists`` / ``videos`` / ``pose`` / ``skip_bad_clips``: dataset-specific (``DatasetEntry.options``;
+    MA-52): where each part of the release is when not under ``root``, and whether the clips that
+    ``mdn_fast.data.check`` finds unusable are left out (logged) instead of refused. Path options are
+    made absolute when a run starts (``absolute_paths``), so a checkpoint's config finds its data from
+    any working folder.
     """
     dataset: str = option("synthetic", choices=dataset_names, show_default=False)
-    root: str = option("", _roots_help, show_default=False)
+    root: str = option("", _roots_help, show_default=False, path=True)
+    lists: str = option("", "MA-52: the folder holding {split}_list_videos.txt (a file serves every split); "
+                        "unset: found under --root", metavar="PATH", show_default=False, path=True)
+    videos: str = option("", "MA-52: the folder holding the clips, or their {split}/ folders; unset: found "
+                         "under --root", metavar="PATH", show_default=False, path=True)
+    pose: str = option("", "MA-52: a pose pickle, the folder holding MA52_{split}.pkl, or an OpenPose JSON "
+                       "folder; unset: found under --root", metavar="PATH", show_default=False, path=True)
+    skip_bad_clips: bool = option(False, "MA-52: leave out (and log) the clips that mdn-fast check-data finds "
+                                  "unusable, instead of refusing the split", show_default=False)
     val_split: str = option("val", "split evaluated each epoch (default val; iMiGUE's 'valid' is found as 'val')",
                             show_default=False)
     modality: str = option("pose", choices=MODALITIES)
@@ -79,7 +94,7 @@ class TrainConfig:
     lambda_mac: float = option(0.1)
     backend: str = option("auto", choices=VALID_BACKENDS)
     backbone: str = option("resnet18", "torchvision ResNet for rgb modalities")
-    backbone_weights: str = option("", "local ResNet state-dict file (ImageNet init); never downloaded")
+    backbone_weights: str = option("", "local ResNet state-dict file (ImageNet init); never downloaded", path=True)
     num_clips: int = option(3000, "training clips (real data: 0 = all, N = first N)", min=0)
     val_clips: int = option(0, "synthetic: 0 = max(64, num_clips // 4); real data: 0 = all", min=0)
     num_frames: int = option(8, min=1)
@@ -89,9 +104,9 @@ class TrainConfig:
     workers: int = option(0, "DataLoader worker processes", min=0)
     eval_batch_size: int = option(0, "0 = max(per-process batch, 64)", min=0)
     device: str = option("auto", "auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda", show_default=False)
-    out: str = option("runs/synthetic", "output folder")
+    out: str = option("runs/synthetic", "output folder", path=True)
     resume: str = option("", "continue from a last.pt/best.pt; 'auto' = OUT/last.pt if present",
-                         metavar="PATH|auto", show_default=False)
+                         metavar="PATH|auto", show_default=False, path=True)
     stop_after: int = option(0, "stop after N epochs of this invocation (0 = run to --epochs); resume later", min=0)
     progress: bool = option(True, "no tqdm progress bar", show_default=False, flag="--no-progress")
 
@@ -119,7 +134,23 @@ class TrainConfig:
             note = f"{entry.modality_note}; " if entry.modality_note else ""
             raise ConfigError("modality", f"{note}expected {' or '.join(map(repr, entry.modalities))}, "
                                           f"got {self.modality!r}")
+        if entry.val_splits is not None and self.val_split not in entry.val_splits:
+            raise ConfigError("val_split", f"--dataset {self.dataset} has no split {self.val_split!r} to evaluate on; "
+                                           f"expected {' or '.join(map(repr, entry.val_splits))}")
+        defaults = {f.name: f.default for f in fields(self)}
+        for name in DATASET_OPTIONS:     # an option the dataset does not read is refused, not ignored
+            if getattr(self, name) != defaults[name] and name not in entry.options:
+                users = [n for n in dataset_names() if name in get_dataset(n).options]
+                raise ConfigError(name, f"--dataset {self.dataset} does not read it (only "
+                                        f"{' / '.join(users) or 'no dataset'}), got {getattr(self, name)!r}")
         return self
+
+    def absolute_paths(self) -> "TrainConfig":
+        """A copy whose file and folder options are absolute (relative to the current folder), so the
+        checkpoint's config still finds the data from anywhere; empty ones and ``resume="auto"`` stay."""
+        paths = {f.name: os.path.abspath(getattr(self, f.name)) for f in fields(self)
+                 if f.metadata["path"] and getattr(self, f.name) not in ("", "auto")}
+        return replace(self, **paths)
 
     def resolved_val_clips(self) -> int:
         if get_dataset(self.dataset).first_clips:
@@ -149,9 +180,24 @@ def preset_values(name: str) -> dict:
 
 def config_from_checkpoint(ckpt: dict, **overrides) -> TrainConfig:
     """The ``TrainConfig`` a checkpoint was trained with (unknown fields dropped; a format-1 checkpoint
-    is a synthetic run), with ``overrides`` (None values ignored) on top."""
+    is a synthetic run), with ``overrides`` (None values ignored) on top. A new ``root`` moves the saved
+    ``lists`` / ``videos`` / ``pose`` that lay under the saved root along with it (the data moved)."""
     known = {f.name for f in fields(TrainConfig)}
     saved = {k: v for k, v in ckpt.get("train_config", {}).items() if k in known}
+    old_root, new_root = saved.get("root"), overrides.get("root")
+    if old_root and new_root:
+        for name in ("lists", "videos", "pose"):
+            if saved.get(name) and overrides.get(name) is None:
+                saved[name] = _rebase(saved[name], old_root, new_root)
     saved.update({k: v for k, v in overrides.items() if v is not None})
     saved.update(resume="", stop_after=0)
     return TrainConfig(**saved)
+
+
+def _rebase(path: str, old_root: str, new_root: str) -> str:
+    """``path`` moved from under ``old_root`` to under ``new_root``; unchanged when it lay elsewhere."""
+    try:
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(old_root))
+    except ValueError:           # another drive (Windows)
+        return path
+    return path if rel == ".." or rel.startswith(".." + os.sep) else os.path.join(new_root, rel)

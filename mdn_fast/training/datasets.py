@@ -13,9 +13,12 @@ readers are imported when a split is opened, so importing this module reads no d
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from .registry import DatasetEntry, DatasetSpec, register_dataset
+from .registry import DatasetEntry, DatasetSpec, register_dataset, unwrap_subset
+
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------ synthetic
@@ -37,7 +40,7 @@ def _synthetic_split(cfg, split: str, train: bool):
 
 SYNTHETIC = register_dataset(DatasetEntry(
     name="synthetic", spec=_synthetic_spec, open_split=_synthetic_split, labels=lambda ds: ds.labels.tolist(),
-    preset={}, needs_root=False, first_clips=False))
+    preset={}, needs_root=False, first_clips=False, val_splits=("val",)))
 
 
 # ------------------------------------------------------------------------------------------ MA-52
@@ -48,15 +51,83 @@ def _ma52_spec(class_names=None) -> DatasetSpec:
                        tuple(BODY_OF_ACTION), tuple(class_names) if class_names else None, tuple(BODY_NAMES))
 
 
+def _ma52_parts(cfg) -> dict:
+    """``lists`` / ``videos`` / ``pose`` of ``MA52Dataset`` and ``check_dataset``: the options, else found
+    under ``root``."""
+    return {k: getattr(cfg, k) or None for k in ("lists", "videos", "pose")}
+
+
 def _ma52_split(cfg, split: str, train: bool):
-    from ..data.ma52 import MA52Dataset
-    return MA52Dataset(Path(cfg.root), split, cfg.modality, num_segments=cfg.num_frames, train=train,
-                       short_side=round(cfg.image_size * 256 / 224), crop_size=cfg.image_size)
+    from ..data.ma52 import AnnotationError, MA52Dataset
+    if train and cfg.lists and Path(cfg.lists).is_file():
+        raise ValueError(f"--lists {cfg.lists!r}: a list file serves every split, so train and --val-split "
+                         f"{cfg.val_split!r} would be the same clips; give the folder holding "
+                         f"{{split}}_list_videos.txt")
+    exclude = _ma52_bad_clips(cfg, split) if cfg.skip_bad_clips else ()
+    try:
+        return MA52Dataset(Path(cfg.root), split, cfg.modality, num_segments=cfg.num_frames, train=train,
+                           short_side=round(cfg.image_size * 256 / 224), crop_size=cfg.image_size,
+                           skip_bad_clips=cfg.skip_bad_clips, exclude=exclude, **_ma52_parts(cfg))
+    except AnnotationError as e:
+        # the reader's hint names its Python arguments: name the command and the option instead
+        msg, hint, _ = str(e).partition(". Run mdn_fast.data.check.check_dataset")
+        if not hint:
+            raise
+        raise AnnotationError(f"{msg}. `mdn-fast check-data --dataset ma52 --root {cfg.root}` lists every "
+                              f"unusable clip; add --skip-bad-clips to leave them out") from None
+
+
+def _ma52_bad_clips(cfg, split: str) -> list[str]:
+    """``--skip-bad-clips``: the clips of ``split`` that ``check_dataset`` finds unusable (video decoding
+    failures included, which the dataset alone would only meet mid-epoch); rank 0 logs them. Under
+    torchrun every rank scans on its own: a rank-0 scan broadcast to the others could outlast the
+    collectives' timeout on a full release."""
+    from ..data.check import check_dataset
+    main = _rank() == 0
+    rep = check_dataset("ma52", cfg.root, (split,), modality=cfg.modality, check_videos=cfg.modality != "pose",
+                        progress=cfg.progress and main, **_ma52_parts(cfg))   # pose: the videos are not read
+    bad = rep.bad_clips(split)
+    if bad and main:
+        first = next(p for p in rep.errors if p.split == split and p.clip)
+        where = first.file + (f", line {first.line}" if first.line is not None else "")
+        log.warning("--skip-bad-clips: split %r: leaving out %d of %d listed clips that `mdn-fast check-data` "
+                    "finds unusable (first: %s [%s]: %s): %s", split, len(bad), rep.splits[split].clips, where,
+                    first.clip, first.message, ", ".join(bad))
+    return bad
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _ma52_check(cfg, splits, check_videos: bool, progress: bool):
+    from ..data.check import check_dataset
+    return check_dataset("ma52", cfg.root, splits, modality=cfg.modality, check_videos=check_videos,
+                         progress=progress, **_ma52_parts(cfg))
+
+
+def _ma52_predictions(path, ds, logits):
+    """MA-52's ``prediction.csv`` (``vid, action_pred_1..5, body_pred_1..5``; ``body_pred_k`` is the body
+    class of ``action_pred_k``, the official evaluation script's rule)."""
+    from ..data.prediction_csv import write_prediction_csv
+    from ..data.ma52 import read_list
+    base, idx = unwrap_subset(ds)
+    names = base.names()
+    listed = len(read_list(base.list_file))
+    if len(idx) < listed:
+        log.warning("%s holds %d of the %d clips listed in %s (--num-clips, or clips left out by "
+                    "--skip-bad-clips): an evaluation server may refuse an incomplete file", path, len(idx),
+                    listed, base.list_file)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return write_prediction_csv(path, [names[i] for i in idx], logits)
 
 
 MA52 = register_dataset(DatasetEntry(
     name="ma52", spec=_ma52_spec, open_split=_ma52_split,
     labels=lambda ds: [-1 if ds.hide_labels else label for _, label in ds.items],
+    options=("lists", "videos", "pose", "skip_bad_clips"), video_files=True, check=_ma52_check,
+    write_predictions=_ma52_predictions,
     preset=dict(modality="rgb+pose", epochs=40, batch_size=32, lr=5e-4, weight_decay=0.05, warmup_epochs=2.0,
                 dim=256, heads=8, lambda_mac=1.0, backbone="resnet101", image_size=224, num_clips=0, workers=8,
                 out="runs/ma52")))
@@ -74,8 +145,14 @@ def _imigue_split(cfg, split: str, train: bool):
     return IMiGUEDataset(Path(cfg.root), split, num_frames=cfg.num_frames, train=train)
 
 
+def _imigue_check(cfg, splits, check_videos: bool, progress: bool):
+    from ..data.check import check_dataset
+    return check_dataset("imigue", cfg.root, splits, progress=progress)
+
+
 IMIGUE = register_dataset(DatasetEntry(
     name="imigue", spec=_imigue_spec, open_split=_imigue_split, labels=lambda ds: list(ds.labels),
+    check=_imigue_check,
     preset=dict(modality="pose", epochs=60, batch_size=64, lr=1e-3, weight_decay=0.05, warmup_epochs=2.0, dim=256,
                 heads=8, lambda_mac=1.0, num_clips=0, workers=2, out="runs/imigue"),
     modalities=("pose",), modality_note="the iMiGUE skeleton release has no video"))

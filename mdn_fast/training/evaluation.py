@@ -9,6 +9,7 @@ from .. import checkpoint as ckpt_io
 from .. import distributed as dist_util
 from ..metrics import f1_scores, topk_accuracy
 from .config import TrainConfig, config_from_checkpoint
+from .extras import require_data_extras
 from .model import load_checkpoint
 from .registry import build_datasets, get_dataset
 from .steps import forward_loss
@@ -17,16 +18,17 @@ from .steps import forward_loss
 @torch.no_grad()
 def predict(model, loader, *, device=None, amp: bool = False, ctx=None, indices=None) -> dict:
     """Run ``model`` over ``loader``: ``{"logits" [N, C], "labels" [N], "alpha" [N, depth, K, 2],
-    "loss_sum", "num_clips"}`` (CPU, float32). Distributed: each rank passes its shard's ``indices``;
+    "loss_sum", "num_clips"}`` (CPU, float32; ``loss_sum`` NaN when some labels are hidden (-1)). Distributed: each rank passes its shard's ``indices``;
     the result (on every rank) is the whole set in index order."""
     net = dist_util.unwrap(model)
     device = device if device is not None else next(net.parameters()).device
     net.eval()
     logits, labels, alphas, loss_sum = [], [], [], 0.0
     for batch in loader:
-        loss, out = forward_loss(net, batch, device, amp)
+        labelled = bool((batch["label"] >= 0).all())     # hidden labels (-1): logits only, no loss
+        loss, out = forward_loss(net, batch, device, amp, with_loss=labelled)
         b = batch["label"].shape[0]
-        loss_sum += float(loss) * b
+        loss_sum += float(loss) * b if labelled else float("nan")
         logits.append(out.logits.float().cpu())
         labels.append(batch["label"].cpu())
         alphas.append(out.alpha.float().cpu())
@@ -91,35 +93,58 @@ def format_metrics(m: dict) -> str:
 
 def evaluate_checkpoint(path: str, num_clips: int | None = None, batch_size: int | None = None, *,
                         dataset: str | None = None, root: str | None = None, split: str | None = None,
-                        device: str = "auto", log=print, return_predictions: bool = False):
+                        device: str = "auto", log=print, return_predictions: bool = False,
+                        prediction_csv: str | None = None, **data_options):
     """Evaluate a checkpoint on the val split of the dataset it was trained on (synthetic: same seed and
-    size unless ``num_clips`` is given; real data: ``root``/``split`` override the saved ones). With
-    ``dataset`` naming another dataset, a model that does not fit it is refused (ValueError).
+    size unless ``num_clips`` is given; real data: ``root``/``split`` and ``data_options`` — ``lists``,
+    ``videos``, ``pose``, ``skip_bad_clips`` — override the saved ones). With ``dataset`` naming another
+    dataset, a model that does not fit it is refused (ValueError).
+
+    ``prediction_csv``: also write the dataset's submission file (MA-52 ``prediction.csv``) there. A split
+    whose labels are hidden (the MA-52 test split) is evaluated only then, and reports no metrics:
+    ``{"hidden_labels": True, "num_clips", "alpha", "prediction_csv"}``.
     ``return_predictions``: ``(metrics, predict() output, spec, model, checkpoint)`` instead of metrics."""
     if num_clips is not None and num_clips < 0:
         raise ValueError(f"num_clips: expected >= 0 (0 or None: as in training), got {num_clips}")
     ckpt = ckpt_io.load(path)
-    cfg = config_from_checkpoint(ckpt, root=root, val_split=split)
+    cfg = config_from_checkpoint(ckpt, root=root, val_split=split, **data_options)
     if dataset is not None and dataset != cfg.dataset:
         # the other dataset read as the model would read it (modality, frames), so that a model that
         # does not fit is refused for what it is rather than for a missing file of another modality
         mc = ckpt["model_config"]
         modality = mc.get("modality")
         cfg = TrainConfig.for_dataset(dataset, root=root, val_split=split, num_frames=mc.get("num_frames"),
-                                      modality=modality if modality in get_dataset(dataset).modalities else None)
+                                      modality=modality if modality in get_dataset(dataset).modalities else None,
+                                      **data_options)
+    entry = get_dataset(cfg.dataset)
+    if prediction_csv and entry.write_predictions is None:
+        raise ValueError(f"--prediction-csv: --dataset {cfg.dataset} has no submission format (MA-52 has: "
+                         f"prediction.csv)")
+    require_data_extras(cfg)
     if num_clips:
         cfg.val_clips = num_clips
-    _, val_set, spec = build_datasets(cfg, need_train=False)
+    _, val_set, spec = build_datasets(cfg, need_train=False, allow_hidden=bool(prediction_csv), split_flag="--split")
     model, ckpt = load_checkpoint(path, spec)
     dev = dist_util.resolve_device(device)
     model.to(dev)
     loader = DataLoader(val_set, batch_size=batch_size or cfg.eval_batch_size or max(cfg.batch_size, 64),
                         num_workers=cfg.workers)
     pred = predict(model, loader, device=dev, amp=cfg.amp)
-    m = summarize(pred, spec.body_of_class)
-    log(f"mdn-fast eval {path}: dataset={cfg.dataset} modality={model.modality} val clips={m['num_clips']}")
-    log(f"held-out: {format_metrics(m)}  (chance Top-1 {100 / spec.num_classes:.2f}%)")
-    log("learned routing weights (mean over the val set):\n" + routing_table(m["alpha"], model.entities))
+    log(f"mdn-fast eval {path}: dataset={cfg.dataset} modality={model.modality} split={cfg.val_split} "
+        f"clips={pred['num_clips']}")
+    hidden = bool((pred["labels"] < 0).any())
+    if hidden:   # placeholder labels: no metric is meaningful, so none is computed
+        m = {"hidden_labels": True, "num_clips": pred["num_clips"], "alpha": pred["alpha"].mean(0).tolist()}
+        log(f"labels of split {cfg.val_split!r} are hidden: no Top-1 / Top-5 / F1_mean here; submit the "
+            f"prediction file to the benchmark's evaluation server for the scores")
+    else:
+        m = summarize(pred, spec.body_of_class)
+        log(f"held-out: {format_metrics(m)}  (chance Top-1 {100 / spec.num_classes:.2f}%)")
+    if prediction_csv:
+        written = entry.write_predictions(prediction_csv, val_set, pred["logits"])
+        m["prediction_csv"] = str(written)
+        log(f"wrote {written} ({pred['num_clips']} clips of split {cfg.val_split!r})")
+    log(f"learned routing weights (mean over the {cfg.val_split} clips):\n" + routing_table(m["alpha"], model.entities))
     if return_predictions:
         return m, pred, spec, model, ckpt
     return m

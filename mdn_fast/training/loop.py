@@ -8,15 +8,15 @@ scheduler, epoch, history and every RNG (python, numpy, torch, the data generato
 resumed CPU run continues bit-identically.
 
 Multi-process: under ``torchrun`` the loop runs DistributedDataParallel (``mdn_fast.distributed``).
-``batch_size`` is the *global* batch (split evenly over the ranks, so the gradient equals the
-single-process gradient on the concatenated batch up to the MAC term, whose negatives are the clips of
-each rank's own batch); only rank 0 logs and writes files; evaluation shards the val set without
-padding and gathers the predictions, so metrics equal a single-process evaluation's.
+``batch_size`` is the *global* batch, split evenly over the ranks; the MAC loss all-gathers every rank's
+pooled features (with gradients), so its negatives are the clips of the global batch and the gradient
+equals the single-process gradient on the concatenated batch (BatchNorm statistics aside, which are per
+rank). Only rank 0 logs and writes files; evaluation shards the val set without padding and gathers the
+predictions, so metrics equal a single-process evaluation's.
 """
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 
@@ -27,16 +27,19 @@ from .. import distributed as dist_util
 from ..nn.micro_dualnet import MicroDualNet
 from .config import TrainConfig
 from .evaluation import evaluate, format_metrics, routing_table
+from .extras import require_data_extras
 from .model import model_config
 from .registry import DatasetSpec, build_datasets
-from .run_state import RunState, out_paths, resume, save_epoch, save_model
+from .run_state import RunState, out_paths, prepare_out, resume, save_epoch, save_model
 from .steps import forward_loss, make_scheduler, seed_everything
 
 
 def train(cfg: TrainConfig, log=print) -> dict:
     """Train (single process, or one rank of a torchrun job), evaluating and checkpointing each epoch.
-    Returns ``{"history", "metrics", "checkpoint", "last", "best", "epoch", "wall_s"}`` (same on every rank)."""
-    cfg.validate()
+    Returns ``{"history", "metrics", "checkpoint", "last", "best", "epoch", "wall_s"}`` (same on every rank).
+    File and folder options are made absolute first (the checkpoint's config finds the data from anywhere)."""
+    cfg = cfg.validate().absolute_paths()
+    require_data_extras(cfg)          # a missing PyAV is reported now, not when the first batch is read
     ctx = dist_util.setup(cfg.device)
     threads = torch.get_num_threads()
     if cfg.threads > 0 or cfg.modality == "pose":
@@ -54,6 +57,7 @@ def _train(cfg: TrainConfig, ctx, log) -> dict:
     gen = seed_everything(cfg.seed)
     data = build_data(cfg, ctx, gen)
     run = build_run(cfg, ctx, data)
+    prepare_out(cfg, ctx, log)
     resume(cfg, ctx, run, gen, log)
     log(header(cfg, ctx, data))
     done = 0
@@ -114,7 +118,7 @@ def build_data(cfg: TrainConfig, ctx, gen: torch.Generator) -> Data:
 
 def build_run(cfg: TrainConfig, ctx, data: Data) -> RunState:
     """Model (the same initial weights on every rank), its DDP wrapper, AdamW and the per-step LR
-    schedule; creates ``cfg.out`` (rank 0)."""
+    schedule."""
     mcfg = model_config(cfg, data.spec)
     model = MicroDualNet(**mcfg).to(ctx.device)
     if ctx.rank:   # different augmentation draws per rank (model init above is the same on every rank)
@@ -124,8 +128,6 @@ def build_run(cfg: TrainConfig, ctx, data: Data) -> RunState:
     steps_per_epoch = len(data.train_loader)
     warmup = max(1, round(cfg.warmup_epochs * steps_per_epoch)) if cfg.warmup_epochs > 0 else 0
     sched = make_scheduler(opt, warmup, cfg.epochs * steps_per_epoch)
-    if ctx.is_main:
-        os.makedirs(cfg.out, exist_ok=True)
     return RunState(model, net, opt, sched, mcfg)
 
 

@@ -16,6 +16,8 @@ from typing import Callable
 from torch.utils.data import Subset
 
 MODALITIES = ("pose", "rgb", "rgb+pose")
+#: TrainConfig fields that only some datasets read (``DatasetEntry.options``).
+DATASET_OPTIONS = ("lists", "videos", "pose", "skip_bad_clips")
 
 
 @dataclass
@@ -49,6 +51,15 @@ class DatasetEntry:
     ``modalities`` / ``modality_note``: the modalities it has, and why others are refused.
     ``first_clips``: ``num_clips`` / ``val_clips`` N > 0 keep a split's first N clips (real data);
     False when ``open_split`` makes exactly that many (the synthetic generator).
+    ``options``: the dataset-specific TrainConfig fields (``DATASET_OPTIONS``) it reads; set for another
+    dataset they are refused, never silently ignored.
+    ``val_splits``: the splits ``--val-split`` may name (None: any; the reader says what it lacks).
+    ``video_files``: its rgb modalities decode video files (PyAV, the ``[video]`` extra; checked before
+    any work starts).
+    ``check(cfg, splits, check_videos, progress)``: scan the release (``mdn-fast check-data``) ->
+    ``mdn_fast.data.check.Report``; None: the dataset has no check.
+    ``write_predictions(path, ds, logits)``: write the challenge's submission file for an opened split
+    (``ds`` may be a ``Subset``) from the action logits ``[N, C]`` (``mdn-fast eval --prediction-csv``).
     """
     name: str
     spec: Callable[[tuple | None], DatasetSpec]
@@ -59,6 +70,11 @@ class DatasetEntry:
     modalities: tuple = MODALITIES
     modality_note: str = ""
     first_clips: bool = True
+    options: tuple = ()
+    val_splits: tuple | None = None
+    video_files: bool = False
+    check: Callable | None = None
+    write_predictions: Callable | None = None
 
 
 _REGISTRY: dict[str, DatasetEntry] = {}
@@ -68,6 +84,9 @@ def register_dataset(entry: DatasetEntry, *, replace: bool = False) -> DatasetEn
     """Add ``entry`` to the registry (ValueError if its name is taken, unless ``replace``)."""
     if entry.name in _REGISTRY and not replace:
         raise ValueError(f"dataset: {entry.name!r} is already registered; pass replace=True to override it")
+    bad = [o for o in entry.options if o not in DATASET_OPTIONS]
+    if bad:
+        raise ValueError(f"options: expected a subset of {DATASET_OPTIONS}, got {entry.options}")
     bad = [m for m in entry.modalities if m not in MODALITIES]
     if bad or not entry.modalities:
         raise ValueError(f"modalities: expected a non-empty subset of {MODALITIES}, got {entry.modalities}")
@@ -91,9 +110,19 @@ def get_dataset(name: str) -> DatasetEntry:
     return _REGISTRY[name]
 
 
-def build_datasets(cfg, *, need_train: bool = True):
+def unwrap_subset(ds) -> tuple[object, list[int]]:
+    """``(the opened split, the indices of its items that ds holds)`` of a split or a (nested) ``Subset``."""
+    idx = list(range(len(ds)))
+    while isinstance(ds, Subset):
+        idx = [ds.indices[i] for i in idx]
+        ds = ds.dataset
+    return ds, idx
+
+
+def build_datasets(cfg, *, need_train: bool = True, allow_hidden: bool = False, split_flag: str = "--val-split"):
     """``(train_set or None, val_set, spec)`` of ``cfg.dataset``. Missing data: one FileNotFoundError
-    naming every missing folder or file of every split; a val split whose labels are hidden: ValueError."""
+    naming every missing folder or file of every split; a val split whose labels are hidden: ValueError
+    (naming ``split_flag``) unless ``allow_hidden`` (writing a submission file for the test split)."""
     cfg.validate()
     entry = get_dataset(cfg.dataset)
     if entry.needs_root and not Path(cfg.root).is_dir():
@@ -106,13 +135,19 @@ def build_datasets(cfg, *, need_train: bool = True):
         except FileNotFoundError as e:
             errors.append(f"  {split}: {e}")
     if errors:
+        parts = ["--" + o for o in entry.options if o in ("lists", "videos", "pose")]
         raise FileNotFoundError(f"--dataset {cfg.dataset} --root {cfg.root!r}: missing data for modality "
                                 f"{cfg.modality!r}:\n" + "\n".join(errors)
-                                + "\n(see docs/training.md for the expected layout)")
+                                + "\n(see docs/training.md for the expected layout" + (
+                                    "; " + " / ".join(parts) + " point at parts stored elsewhere" if parts else "")
+                                + ")")
     val_set = opened["val"]
-    if any(label < 0 for label in entry.labels(val_set)):
-        raise ValueError(f"--val-split {cfg.val_split!r}: its labels are hidden (-1); evaluate on a split with "
-                         f"labels (MA-52: val; iMiGUE: valid/test with its label file)")
+    if not allow_hidden and any(label < 0 for label in entry.labels(val_set)):
+        submit = (f"; `mdn-fast eval CHECKPOINT --split {cfg.val_split} --prediction-csv PATH` writes the "
+                  f"submission file for it" if entry.write_predictions is not None else "")
+        raise ValueError(f"{split_flag} {cfg.val_split!r}: its labels are hidden (-1), so no metrics can be "
+                         f"computed on it; evaluate on a split with labels (MA-52: val; iMiGUE: valid, or test with "
+                         f"its label file){submit}")
     spec = entry.spec(getattr(val_set, "class_names", None))
     train_set = opened.get("train")
     if entry.first_clips:

@@ -9,15 +9,18 @@ import torch
 
 from ..plots import alpha_per_class, confusion_matrix, plot_confusion, plot_curves, plot_routing
 from .evaluation import evaluate_checkpoint
+from .extras import require_extra
 
 
 def report_checkpoint(path: str, out: str | None = None, *, root=None, split=None, num_clips=None,
-                      batch_size=None, device="auto", log=print) -> list[str]:
+                      batch_size=None, device="auto", log=print, **data_options) -> list[str]:
     """Evaluate ``path`` on its dataset's val split and write the plots + ``report.json`` to ``out``
-    (default ``<checkpoint folder>/report``). Returns the written paths."""
+    (default ``<checkpoint folder>/report``). Returns the written paths. matplotlib (the ``[plots]``
+    extra) is checked first, before the evaluation."""
+    require_extra("plots", "mdn-fast report draws its plots with it")
     m, pred, spec, model, ckpt = evaluate_checkpoint(path, num_clips=num_clips, batch_size=batch_size, root=root,
                                                      split=split, device=device, log=log,
-                                                     return_predictions=True)
+                                                     return_predictions=True, **data_options)
     out = out or os.path.join(os.path.dirname(os.path.abspath(path)), "report")
     os.makedirs(out, exist_ok=True)
     entities = list(model.entities)

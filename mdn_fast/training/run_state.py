@@ -5,7 +5,6 @@ the compatibility checks: ``mdn_fast.checkpoint``."""
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -14,7 +13,8 @@ from .. import checkpoint as ckpt_io
 from .. import distributed as dist_util
 
 # Options that may change between a run and its resumption without a remark in the log.
-_RESUME_MAY_CHANGE = ("resume", "stop_after", "progress", "out", "epochs", "workers", "device", "root")
+_RESUME_MAY_CHANGE = ("resume", "stop_after", "progress", "out", "epochs", "workers", "device", "root", "lists",
+                      "videos", "pose")
 
 
 @dataclass
@@ -52,6 +52,18 @@ def checkpoint_dict(kind: str, cfg, run: RunState, spec, epoch: int) -> dict:
             "metrics": history[-1] if history else None, "history": history, "epoch": epoch}
 
 
+def prepare_out(cfg, ctx, log) -> None:
+    """Create ``cfg.out`` and remove the temporary files that killed runs left in it (rank 0), before
+    the first save."""
+    if ctx.is_main:
+        os.makedirs(cfg.out, exist_ok=True)
+        removed = ckpt_io.clean_stale_temps(cfg.out)
+        if removed:
+            log(f"removed {len(removed)} temporary file(s) of an interrupted run: "
+                + ", ".join(os.path.basename(p) for p in removed))
+    dist_util.barrier(ctx)
+
+
 def save_epoch(cfg, ctx, run: RunState, spec, gen: torch.Generator, epoch: int, is_best: bool) -> None:
     """``last.pt`` (and ``best.pt`` when ``is_best``) with every rank's RNG states; rank 0 writes."""
     rngs = dist_util.all_gather_object(ctx, ckpt_io.rng_state(gen, ctx.device))
@@ -62,8 +74,8 @@ def save_epoch(cfg, ctx, run: RunState, spec, gen: torch.Generator, epoch: int, 
         state.update(optimizer=run.opt.state_dict(), scheduler=run.sched.state_dict(), scaler=None, best=run.best,
                      world_size=ctx.world_size, rng=rngs)
         ckpt_io.save(state, last)
-        if is_best:
-            shutil.copyfile(last, best)
+        if is_best:          # atomic too: a run killed mid-copy leaves the previous best.pt intact
+            ckpt_io.atomic_copy(last, best)
     dist_util.barrier(ctx)
 
 

@@ -36,16 +36,19 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
 
 
-def forward_loss(model, batch: dict, device=None, amp: bool = False):
+def forward_loss(model, batch: dict, device=None, amp: bool = False, *, with_loss: bool = True):
     """One forward pass and the loss of ``batch`` -> ``(loss, output)``. ``model`` may be DDP-wrapped;
-    the body term is used when the model has a body head."""
+    the body term is used when the model has a body head. ``with_loss=False``: ``(None, output)``, for
+    clips whose labels are hidden (-1)."""
     net = dist_util.unwrap(model)
     device = device if device is not None else next(net.parameters()).device
     inputs = model_inputs(batch, net.modality, device)
-    labels = batch["label"].to(device)
-    body = batch["body_label"].to(device) if net.body_head is not None else None
     with autocast(device, amp):
         out = model(**inputs)
+        if not with_loss:
+            return None, out
+        labels = batch["label"].to(device)
+        body = batch["body_label"].to(device) if net.body_head is not None else None
         loss = net.loss(out, labels, body)
     return loss, out
 
