@@ -170,7 +170,7 @@ def prepare_videos(src, dst, short_side: int = 256, *, workers: int | None = Non
         raise ValueError(f"prepare_videos: short_side must be an even number >= 16, got {short_side}")
     if gop < 1:
         raise ValueError(f"prepare_videos: gop must be >= 1, got {gop}")
-    workers = os.cpu_count() or 1 if workers is None else int(workers)
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"prepare_videos: workers must be >= 1, got {workers}")
     dst.mkdir(parents=True, exist_ok=True)

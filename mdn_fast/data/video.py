@@ -169,6 +169,24 @@ def _pts_to_index(stream, pts_values):
     return [int(round((p - p0) * per)) for p in pts_values], p0, per
 
 
+def _packets_to_send(kinds: list[tuple[bool, bool]], disp: list[int], wanted: set[int]) -> list[int]:
+    """Decode-order positions of the packets the frames ``wanted`` (display indices) need, given each
+    packet's ``(is_reference, is_idr)`` and display index: inside every GOP (from one IDR to the next)
+    that holds a wanted frame, the reference pictures up to the last wanted one plus the wanted ones."""
+    gop, gop_of = 0, []
+    for pos, (_, idr) in enumerate(kinds):
+        if idr and pos > 0:
+            gop = pos
+        gop_of.append(gop)
+    last_wanted: dict[int, int] = {}
+    for pos, d in enumerate(disp):
+        if d in wanted:
+            last_wanted[gop_of[pos]] = pos
+    return [pos for pos in range(len(kinds))
+            if gop_of[pos] in last_wanted and pos <= last_wanted[gop_of[pos]]
+            and (disp[pos] in wanted or kinds[pos][0])]
+
+
 def _decode_selected(container, stream, choose):
     """Decode only what the requested frames need. ``choose(n) -> indices`` is called once the frame
     count ``n`` is known (from the packets). Returns ``({display index: frame}, n, indices)``, or None when
@@ -190,18 +208,7 @@ def _decode_selected(container, stream, choose):
     idx = _check_indices(choose(n))
     wanted = {min(int(i), n - 1) for i in idx}            # past the end: the last frame
     kinds = [_h264_picture_kind(memoryview(p), nal_len) for p in packets]
-    gop, gop_of = 0, []
-    for pos, (_, idr) in enumerate(kinds):
-        if idr and pos > 0:
-            gop = pos
-        gop_of.append(gop)
-    last_wanted: dict[int, int] = {}
-    for pos, d in enumerate(disp):
-        if d in wanted:
-            last_wanted[gop_of[pos]] = pos
-    send = [p for pos, p in enumerate(packets)
-            if gop_of[pos] in last_wanted and pos <= last_wanted[gop_of[pos]]
-            and (disp[pos] in wanted or kinds[pos][0])]
+    send = [packets[pos] for pos in _packets_to_send(kinds, disp, wanted)]
     got: dict[int, object] = {}
     ctx = stream.codec_context
 
