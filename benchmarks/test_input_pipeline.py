@@ -23,7 +23,8 @@ per core = 1 / CPU seconds per clip. The transform alone is timed the same way o
 frames. DataLoader: ``batch_size`` 8, 1, 2 and all cores' workers, wall clips/s over the epoch after the
 first batch (worker start-up excluded, reported separately). Pose model: ``MicroDualNet`` pose-only,
 ``coco18_hands28`` (28 joints, K=6), B=256, T=8, ``model.eval()`` + ``inference_mode``, fp32 vs
-``torch.autocast("cpu", torch.bfloat16)``, interleaved.
+``torch.autocast("cpu", torch.bfloat16)`` vs the model cast to bf16 (``model.bfloat16()``, keypoints
+given in fp32), interleaved.
 
 Results: ``benchmarks/results/input_pipeline-<date>.{json,md}`` (quick mode: a temporary directory),
 with the machine's load average at start and end. Targets (issue 12): transform <= 15 ms per clip on one
@@ -278,9 +279,11 @@ def test_pose_inference_bf16_vs_fp32():
     B, T = sz["pose_B"], SEGMENTS
     torch.set_num_threads(os.cpu_count() or 1)              # inference uses the machine, as eval does
     try:
-        torch.manual_seed(0)
-        model = MicroDualNet(num_classes=52, num_body_classes=7, modality="pose", layout="coco18_hands28",
-                             num_frames=T).eval()
+        def make():
+            torch.manual_seed(0)                            # the same weights for every case
+            return MicroDualNet(num_classes=52, num_body_classes=7, modality="pose", layout="coco18_hands28",
+                                num_frames=T).eval()
+        model, model_bf16 = make(), make().bfloat16()
         J = model.layout.num_joints
         g = torch.Generator().manual_seed(1)
         xy = (0.15 + 0.7 * torch.rand(B, T, J, 2, generator=g)) * 224
@@ -295,9 +298,13 @@ def test_pose_inference_bf16_vs_fp32():
         def bf16():
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
                 return model(keypoints=kp).logits
-        a, b = fp32(), bf16()                               # warm-up + agreement
+        def bf16_weights():
+            with torch.inference_mode():
+                return model_bf16(keypoints=kp).logits
+        a, b, c = fp32(), bf16(), bf16_weights()            # warm-up + agreement
         agree = float((a.argmax(-1) == b.float().argmax(-1)).float().mean())
-        cases = {"fp32": fp32, "bf16_autocast": bf16}
+        agree_w = float((a.argmax(-1) == c.float().argmax(-1)).float().mean())
+        cases = {"fp32": fp32, "bf16_autocast": bf16, "bf16_weights": bf16_weights}
 
         def run(f):
             t0 = time.perf_counter()
@@ -311,6 +318,7 @@ def test_pose_inference_bf16_vs_fp32():
             "ms_per_batch": {k: 1e3 * v for k, v in med.items()},
             "clips_per_s": {k: B / v for k, v in med.items()},
             "bf16_speedup": med["fp32"] / med["bf16_autocast"], "top1_agreement_bf16_vs_fp32": agree,
+            "bf16_weights_speedup": med["fp32"] / med["bf16_weights"], "top1_agreement_bf16_weights": agree_w,
             "samples_s": {k: v["wall"] for k, v in s.items()},
             "cpu_bf16": _cpu_has("avx512_bf16"), "cpu_amx": _cpu_has("amx_bf16"),
         }
@@ -361,7 +369,9 @@ def _markdown(r: dict) -> str:
         p = r["pose_inference"]
         L += [f"Pose MicroDualNet inference, B={p['B']} T={p['T']}, {p['threads']} threads: "
               + ", ".join(f"{k} {v:.0f} clips/s" for k, v in p["clips_per_s"].items())
-              + f"; bf16 speed-up {p['bf16_speedup']:.2f}x; top-1 agreement {p['top1_agreement_bf16_vs_fp32']:.3f}"
+              + f"; bf16 autocast speed-up {p['bf16_speedup']:.2f}x (top-1 agreement "
+              f"{p['top1_agreement_bf16_vs_fp32']:.3f}), bf16 weights {p['bf16_weights_speedup']:.2f}x (agreement "
+              f"{p['top1_agreement_bf16_weights']:.3f})"
               f"; avx512_bf16 {p['cpu_bf16']}, amx {p['cpu_amx']}", ""]
     return "\n".join(L)
 

@@ -124,3 +124,18 @@ def test_dataset_mapping_keeps_keypoints(src, tmp_path):
     # a split sub-folder of a prepared root resolves names relative to it
     sub = PreparedVideos.find(dst / "sub")
     assert sub.num_frames("b.mp4") == 27
+
+
+def test_resolve_prepared(src, tmp_path):
+    from mdn_fast.data.prepare_videos import resolve_prepared
+    dst = tmp_path / "prep_root"
+    prepare_videos(src, dst / "raw_videos", short_side=32, workers=1, progress=False)
+    d, pv = resolve_prepared(src)
+    assert d == src and pv is None
+    for kw in ({"prepared": dst, "root": tmp_path}, {"prepared": dst / "raw_videos"}, {"prepared": dst}):
+        d, pv = resolve_prepared(src, **kw)
+        assert d == dst / "raw_videos" and pv.num_frames("c.mp4") == 25
+    d, pv = resolve_prepared(dst / "raw_videos" / "sub")
+    assert pv.original_size("b.mp4") == (80, 112)
+    with pytest.raises(FileNotFoundError, match="no prepared_manifest.json"):
+        resolve_prepared(src, prepared=tmp_path / "nothing")

@@ -310,3 +310,33 @@ class _Scoped:
 
     def __repr__(self):
         return f"PreparedVideos({str(self.root)!r}, prefix={self._prefix!r})"
+
+
+def resolve_prepared(video_dir, prepared=None, root=None) -> tuple[Path, "PreparedVideos | _Scoped | None"]:
+    """Where a dataset reads its videos from, and their manifest (None for original videos).
+
+    - ``prepared=None``: ``video_dir`` itself may be a prepared folder (a manifest in it or up to three
+      levels above) — so passing a prepared folder as the video folder just works;
+    - ``prepared=DIR``: the prepared copy of the dataset: ``DIR / video_dir.relative_to(root)`` (a copy of
+      the whole root), ``DIR / video_dir.name`` (a copy of the split folder's parent) or ``DIR`` (a copy of
+      the video folder itself), the first that exists and has a manifest.
+    """
+    video_dir = Path(video_dir)
+    if prepared is None:
+        return video_dir, PreparedVideos.find(video_dir)
+    prepared = Path(prepared)
+    cands = []
+    if root is not None:
+        try:
+            cands.append(prepared / video_dir.resolve().relative_to(Path(root).resolve()))
+        except ValueError:
+            pass
+    cands += [prepared / video_dir.name, prepared]
+    for c in cands:
+        if c.is_dir():
+            pv = PreparedVideos.find(c)
+            if pv is not None:
+                return c, pv
+    raise FileNotFoundError(f"prepared videos: none of {[str(c) for c in cands]} is a prepared folder (no "
+                            f"{MANIFEST}); make one with prepare_videos({str(video_dir)!r}, {str(prepared)!r}) "
+                            f"(mdn-fast prepare-videos)")
