@@ -181,3 +181,26 @@ def test_normalisation_and_layout(natural_frames):
     u8 = V.crop_resize_uint8(natural_frames, plan)
     assert u8.dtype == torch.uint8 and u8.shape == (3, 3, 224, 224)
     torch.testing.assert_close(raw, u8.float() / 255)
+
+
+@pytest.mark.parametrize("codec, fmt", [("mpeg4", "mp4"), ("libx264", "h264"), ("libx264", "matroska")])
+def test_other_containers_and_codecs(tmp_path, codec, fmt):
+    """MPEG-4 part 2 (no NAL units) and a raw .h264 stream (no timestamps, no seeking) take the
+    sequential path; H.264 in Matroska the selective one. Same frames and frame counts either way."""
+    if codec not in av.codecs_available:
+        pytest.skip(f"no {codec} encoder")
+    clip = NaturalClip(64, 80, seed=3)
+    p = tmp_path / f"clip.{ {'mp4': 'mp4', 'h264': 'h264', 'matroska': 'mkv'}[fmt] }"
+    with av.open(str(p), "w", format=fmt) as out:
+        s = out.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = 80, 64, "yuv420p"
+        for t in range(30):
+            for pk in s.encode(av.VideoFrame.from_ndarray(clip.frame(t), format="rgb24")):
+                out.mux(pk)
+        for pk in s.encode():
+            out.mux(pk)
+    idx = [3, 29, 12, 40]
+    np.testing.assert_array_equal(V.decode_frames(p, idx), V.decode_frames(p, idx, sequential=True))
+    fr, got_idx, n = V.decode_sampled(p, 8, False)
+    assert n == 30 == V.count_frames(p)
+    np.testing.assert_array_equal(got_idx, V.tsn_sample_indices(30, 8, False))

@@ -230,9 +230,10 @@ def _decode_selected(container, stream, choose):
     return got, n, idx
 
 
-def _decode_sequential(container, stream, wanted: set[int]) -> tuple[dict[int, object], int]:
-    """Today's decoder loop: every frame in order up to the last requested one; indices past the end of
-    the stream get its last frame."""
+def _decode_sequential(container, stream, wanted: set[int]) -> tuple[dict[int, object], int, bool]:
+    """The plain decoder loop: every frame in order up to the last requested one. Returns the frames,
+    how many were decoded and whether the stream ended before the last requested index (those indices
+    then get its last frame)."""
     last_needed = max(wanted)
     got: dict[int, object] = {}
     last_frame, last_i = None, -1
@@ -243,36 +244,39 @@ def _decode_sequential(container, stream, wanted: set[int]) -> tuple[dict[int, o
         if i >= last_needed:
             break
     if last_frame is None:
-        return {}, 0
+        return {}, 0, True
     for i in wanted:
         if i > last_i:
             got[i] = last_frame
-    return got, last_i + 1
+    return got, last_i + 1, last_i < last_needed
 
 
 def _decode(path, choose, threads, sequential: bool):
     """Shared body of ``decode_frames`` and ``decode_sampled``: ``(frames uint8 [T, H, W, 3], indices,
     frame count)``. ``choose(n) -> indices`` picks the indices once the frame count is known."""
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        _decode_threads(stream, threads)
-        try:
-            res = None if sequential else _decode_selected(container, stream, choose)
-            if res is None:
-                if not sequential:
-                    stream.codec_context.flush_buffers()
-                    container.seek(0)
+    res = None
+    try:
+        if not sequential:
+            with _open(path) as container:
+                stream = _video_stream(container, path)
+                _decode_threads(stream, threads)
+                res = _decode_selected(container, stream, choose)
+        if res is None:   # not H.264 / no timestamps: decode in order (a fresh open: not every input seeks)
+            with _open(path) as container:
+                stream = _video_stream(container, path)
                 n = int(stream.frames or 0)
-                if n <= 0:
-                    n = sum(1 for p in container.demux(stream) if p.size > 0)
-                    container.seek(0)
-                idx = _check_indices(choose(max(n, 1)))
-                got, n = _decode_sequential(container, stream, set(int(i) for i in idx))
-                res = got, n, idx
-        except (VideoReadError, ValueError):
-            raise
-        except Exception as e:
-            raise VideoReadError(f"video file {str(path)!r}: decoding failed ({type(e).__name__}: {e})") from e
+            if n <= 0:
+                n = count_frames(path)
+            idx = _check_indices(choose(max(n, 1)))
+            with _open(path) as container:
+                stream = _video_stream(container, path)
+                _decode_threads(stream, threads)
+                got, decoded, ended = _decode_sequential(container, stream, set(int(i) for i in idx))
+            res = got, (decoded if ended else n), idx
+    except (VideoReadError, ValueError):
+        raise
+    except Exception as e:
+        raise VideoReadError(f"video file {str(path)!r}: decoding failed ({type(e).__name__}: {e})") from e
     got, n, idx = res
     if not got:
         raise VideoReadError(f"video file {str(path)!r}: no frame could be decoded")
