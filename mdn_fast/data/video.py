@@ -197,8 +197,8 @@ def _decode_selected(container, stream, choose):
         return None
     packets = [p for p in container.demux(stream) if p.size > 0]
     n = len(packets)
-    if n == 0:
-        return None
+    if n == 0 or any(getattr(p, "is_discard", False) for p in packets):
+        return None       # an edit list that drops frames: the decoder's count is not the packets'
     mapped = _pts_to_index(stream, [p.pts for p in packets])
     if mapped is None:
         return None
