@@ -45,8 +45,10 @@ def src(tmp_path):
 
 
 def test_prepared_size():
-    assert prepared_size(1296, 1080, 256) == (308, 256)      # 307.2 -> even
+    assert prepared_size(1296, 1080, 256) == (308, 256)      # 4:2:0 (default): 307.2 -> even
+    assert prepared_size(1296, 1080, 256, "yuv444p") == (307, 256) == V.make_crop_plan(1296, 1080, False).resized
     assert prepared_size(720, 1280, 256) == (256, 456)
+    assert prepared_size(720, 1280, 256, "yuv444p") == (256, 455)
     assert prepared_size(100, 80, 256) == (100, 80)           # never upscaled
 
 
@@ -60,6 +62,8 @@ def test_prepare_and_resume(src, tmp_path):
         e = man["videos"][rel]
         assert (e["frames"], e["orig_h"], e["orig_w"]) == (n, h0, w0)
         assert (e["h"], e["w"]) == prepared_size(h0, w0, 32) and min(e["h"], e["w"]) == 32
+        with av.open(str(dst / rel)) as c:
+            assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
         assert V.count_frames(dst / rel) == n and V.video_frame_size(dst / rel) == (e["h"], e["w"])
         with av.open(str(dst / rel)) as c:
             assert c.streams.video[0].average_rate == 30
@@ -76,7 +80,7 @@ def test_prepare_and_resume(src, tmp_path):
     assert V.count_frames(dst / "sub" / "b.mp4") == 27
     assert json.loads((dst / MANIFEST).read_text())["videos"]["a.mp4"]["frames"] == 20
     assert not list(dst.rglob("*.partial"))
-    with pytest.raises(ValueError, match="short_side 32, not 64"):
+    with pytest.raises(ValueError, match="short_side 32, pix_fmt yuv420p, not 64"):
         prepare_videos(src, dst, short_side=64, workers=1, progress=False)
 
 
@@ -93,11 +97,12 @@ def test_prepare_errors(src, tmp_path):
     assert PreparedVideos.find(src) is None
 
 
-def test_dataset_mapping_keeps_keypoints(src, tmp_path):
+@pytest.mark.parametrize("pix_fmt, size", [("yuv420p", (76, 64)), ("yuv444p", (77, 64))])
+def test_dataset_mapping_keeps_keypoints(src, tmp_path, pix_fmt, size):
     """What a dataset does with a prepared folder: counts from the manifest, the plan made for the
     original size and moved to the prepared frames; keypoints (original pixels) land on the square."""
     dst = tmp_path / "prep"
-    prepare_videos(src, dst, short_side=64, workers=1, progress=False)
+    prepare_videos(src, dst, short_side=64, workers=1, progress=False, pix_fmt=pix_fmt)
     centres = _square_clip(tmp_path / "again.mp4", 25, 192, 160)   # the same centres as c.mp4
     pv = PreparedVideos.find(dst)
     assert pv.num_frames("c.mp4") == 25 and pv.original_size("c.mp4") == (192, 160)
@@ -105,7 +110,7 @@ def test_dataset_mapping_keeps_keypoints(src, tmp_path):
     checked = 0
     for k in range(8):
         frames, idx, n = V.decode_sampled(dst / "c.mp4", 4, train=k > 0, rng=rng)
-        assert n == 25 and frames.shape[1:3] == (76, 64)
+        assert n == 25 and frames.shape[1:3] == size
         plan = pv.plan_for("c.mp4", frames, lambda h, w: V.make_crop_plan(h, w, k > 0, rng, short_side=64,
                                                                          out=56))
         kp = np.concatenate([centres[idx], np.ones((len(idx), 1), np.float32)], -1)[:, None]
