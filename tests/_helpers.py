@@ -164,18 +164,16 @@ def check_routed_merge(backend, B, T, K, D, dtype, device, *, with_mask=True, la
 
     grads = torch.autograd.grad(*seeds((y, alpha), gy, ga, ins))
 
-    def run_reference(dt, dev):
-        if dt == torch.float64:
-            r_ins = [t.detach().to(device=dev, dtype=dt).requires_grad_() for t in ins]
-        else:  # the reference in the inputs' own dtypes
-            r_ins = [t.detach().to(dev).requires_grad_() for t in ins]
+    def run_reference(in_float64, dev):
+        """The reference with every input in float64, or in the inputs' own dtypes."""
+        r_ins = [t.detach().to(device=dev, dtype=torch.float64 if in_float64 else t.dtype).requires_grad_()
+                 for t in ins]
         m = None if mask is None else mask.to(dev)
         outs = reference.routed_merge(*r_ins, tau, m)
-        a_dt = outs[1].dtype
-        return outs, torch.autograd.grad(*seeds(outs, gy.to(dev, outs[0].dtype), ga.to(dev, a_dt), r_ins))
+        return outs, torch.autograd.grad(*seeds(outs, gy.to(dev, outs[0].dtype), ga.to(dev, outs[1].dtype), r_ins))
 
-    (y64, a64), grads64 = run_reference(torch.float64, "cpu")
-    (y_dt, a_dt), grads_dt = run_reference(dtype, device)
+    (y64, a64), grads64 = run_reference(True, "cpu")
+    (y_dt, a_dt), grads_dt = run_reference(False, device)
     assert_matches_reference(y, y64, y_dt, dtype, f"{backend} y")
     assert_matches_reference(alpha, a64, a_dt, dtype, f"{backend} alpha")
     for name, g, t, g64, gdt in zip(("dx_st", "dx_ts", "dweight", "dbias"), grads, ins, grads64, grads_dt):

@@ -72,7 +72,7 @@ def _case_id(c):
 
 @pytest.mark.parametrize("device", device_params())
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES + [torch.float64], ids=str)
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 @pytest.mark.parametrize("with_mask", [False, True], ids=["nomask", "holes"])
 def test_backend_matches_reference(backend, dtype, case, with_mask, device, poison):

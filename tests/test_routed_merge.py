@@ -70,7 +70,7 @@ CASES = [  # (B, T, K, D, layout): odd sizes; D = 13 is no whole number of vecto
 
 @pytest.mark.parametrize("device", device_params())
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES + [torch.float64], ids=str)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "B{}T{}K{}D{}-{}".format(*c))
 @pytest.mark.parametrize("with_mask", [False, True], ids=["nomask", "holes"])
 def test_backend_matches_reference(backend, dtype, case, with_mask, device, poison):
