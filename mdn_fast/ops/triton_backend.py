@@ -2,7 +2,8 @@
 
 Ops (namespace ``mdn_fast_triton``), each a ``torch.library.triton_op`` whose Python body allocates its
 outputs and launches through ``wrap_triton`` (so its fake impl is the same body, traced, and
-``torch.compile`` sees the kernels), with autograd wired by the shared helpers of ``ops._autograd`` to a backward op:
+``torch.compile`` sees the kernels), with autograd wired to a backward op by the helpers of
+``ops._autograd`` that the C++ backend uses too:
 - ``entity_attention(q, k, v, int[] axes, Tensor? mask, float scale) -> (o, lse2)``; axes: 0 spatial,
   1 temporal; ``o [P, B, T, K, H, Dh]`` contiguous in q's dtype; ``lse2 [P, B, T, K, H]`` float32, the
   kernels' softmax statistic: the **base-2** log-sum-exp of each query's scaled scores, ``+inf`` for a
