@@ -90,6 +90,23 @@ def _write_build_config(with_cuda: bool, archs: str) -> str:
     return gen
 
 
+def _write_limits_header() -> None:
+    """csrc/common/limits.h from mdn_fast/_limits.py (the one table of limits), so the kernels can never be
+    built with other limits than the Python layer checks. The module is loaded by path: importing the
+    package would import its backends."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_mdn_fast_limits", os.path.join(ROOT, "mdn_fast", "_limits.py"))
+    limits = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(limits)
+    text = limits.cpp_limits_header()
+    path = os.path.join(ROOT, "csrc", "common", "limits.h")
+    if not os.path.exists(path) or open(path).read() != text:  # keep ninja from rebuilding needlessly
+        _log("csrc/common/limits.h regenerated from mdn_fast/_limits.py")
+        with open(path, "w") as f:
+            f.write(text)
+
+
 def extensions():
     """(ext_modules, cmdclass) for setup(); empty when the extension is not wanted or cannot be built."""
     if os.environ.get("MDN_FAST_BUILD_EXT", "1") == "0":
@@ -134,6 +151,7 @@ def extensions():
         kwargs["extra_compile_args"] = {"cxx": cxx}
         Ext = ce.CppExtension
     include_dirs.append(_write_build_config(with_cuda, archs))
+    _write_limits_header()
     ext = Ext(name="mdn_fast._C", sources=sources, include_dirs=include_dirs, define_macros=define_macros,
               extra_link_args=omp, **kwargs)
     return [ext], {"build_ext": ce.BuildExtension.with_options(use_ninja=True)}

@@ -39,7 +39,7 @@ from typing import Callable
 import pytest
 import torch
 
-from mdn_fast.ops import _backends
+from mdn_fast.ops import _backends, unsupported_reason
 
 from . import _progress
 
@@ -200,9 +200,8 @@ def backend_skip_reason(name: str, ops: tuple, cfg: Config, sizes: dict) -> str 
     if name == "triton" and cfg.device == "cpu":
         return ("backend 'triton' on CPU runs only through the Triton interpreter (TRITON_INTERPRET=1), "
                 "a correctness tool, not a performance path")
-    mod = _backends._module(name)
     for op in ops:
-        why = mod.unsupported_reason(op, torch.device(cfg.device), cfg.torch_dtype, sizes)
+        why = unsupported_reason(name, op, cfg.device, cfg.torch_dtype, sizes)
         if why:
             return f"backend {name!r} does not run {op} for {cfg.id}: {why}"
     return None

@@ -88,7 +88,8 @@ const uint8_t* mask_arg(const c10::optional<Tensor>& mask, const Tensor& like, i
 uint64_t axes_bits(at::IntArrayRef axes, int64_t P) {
   TORCH_CHECK(static_cast<int64_t>(axes.size()) == P, "axes: expected ", P, " entries (one per path), got ",
               axes.size());
-  TORCH_CHECK(P <= mdn::kMaxPaths, "q: at most ", mdn::kMaxPaths, " paths per call, got P = ", P);
+  TORCH_CHECK(P <= mdn::kMaxPaths, "q: P = ", P, " paths exceeds the kernels' limit P <= ", mdn::kMaxPaths,
+              " (mdn_fast._limits.MAX_PATHS); split the paths over several calls");
   uint64_t bits = 0;
   for (int64_t p = 0; p < P; ++p) {
     TORCH_CHECK(axes[p] == 0 || axes[p] == 1, "axes: entries must be 0 (spatial) or 1 (temporal), got ", axes[p]);
@@ -115,9 +116,14 @@ mdn::EntityAttentionShape ea_shape(const Tensor& q, at::IntArrayRef axes) {
   s.H = q.size(4);
   s.Dh = q.size(5);
   s.temporal_bits = axes_bits(axes, q.size(0));
-  TORCH_CHECK(s.T <= mdn::kMaxMembers && s.K <= mdn::kMaxMembers && s.Dh <= mdn::kMaxDh,
-              "q: group sizes T = ", s.T, ", K = ", s.K, " must be <= ", mdn::kMaxMembers, " and Dh = ", s.Dh,
-              " <= ", mdn::kMaxDh, " for the fused kernels");
+  // The limits of mdn_fast/_limits.py (common/limits.h is generated from it); the Python layer refuses
+  // larger sizes first, this guards direct torch.ops calls.
+  TORCH_CHECK(s.K <= mdn::kMaxK, "q: K = ", s.K, " entities exceeds the kernels' limit K <= ", mdn::kMaxK,
+              " (mdn_fast._limits.MAX_K); use backend='reference' for larger groups");
+  TORCH_CHECK(s.T <= mdn::kMaxT, "q: T = ", s.T, " frames exceeds the kernels' limit T <= ", mdn::kMaxT,
+              " (mdn_fast._limits.MAX_T); use backend='reference' for longer clips");
+  TORCH_CHECK(s.Dh <= mdn::kMaxDh, "q: Dh = ", s.Dh, " exceeds the kernels' limit Dh <= ", mdn::kMaxDh,
+              " (mdn_fast._limits.MAX_DH); use backend='reference' for wider heads");
   return s;
 }
 
@@ -344,10 +350,13 @@ std::string build_info() {
   s += "cuda=0\n";
 #endif
 #ifdef _OPENMP
-  s += "openmp=1";
+  s += "openmp=1\n";
 #else
-  s += "openmp=0";
+  s += "openmp=0\n";
 #endif
+  // The limits compiled in (common/limits.h), checked against mdn_fast/_limits.py by the tests.
+  s += "max_k=" + std::to_string(mdn::kMaxK) + "\nmax_t=" + std::to_string(mdn::kMaxT) +
+       "\nmax_dh=" + std::to_string(mdn::kMaxDh) + "\nmax_paths=" + std::to_string(mdn::kMaxPaths);
   return s;
 }
 

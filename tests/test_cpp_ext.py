@@ -1,28 +1,27 @@
-"""The compiled ``cpp`` backend (``mdn_fast._C``): its ops against the float64 reference, their torch
-registration (opcheck, fake tensors, autograd, torch.compile), and the package without ``_C``.
-
-Inputs are fresh random tensors; q, k, v are non-contiguous views of one packed ``[B, T, K, P, 3, H, Dh]``
-projection; outputs are NaN-poisoned (``MDN_FAST_POISON=1``) so an element a kernel never writes fails.
+"""The compiled ``cpp`` backend (``mdn_fast._C``): what it was built with (limits included, against the
+Python table), its torch registration (opcheck, fake tensors), the refusals of the ops themselves, and
+the package without ``_C``. Its kernels against the reference: the backend-parametrised tests of
+tests/test_entity_attention.py and tests/test_routed_merge.py.
 """
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from mdn_fast import reference
-from mdn_fast._limits import REL_TOL
-from mdn_fast.ops import cpp_backend, entity_attention, routed_merge
+from mdn_fast import _limits
+from mdn_fast.ops import cpp_backend
 
 from . import _helpers as _h
-from ._helpers import rel_err as rel
 
 WHY = cpp_backend.unavailable_reason()
 needs_c = pytest.mark.skipif(WHY is not None, reason=f"cpp backend unavailable: {WHY}")
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def packed_qkv(B, T, K, P, H, Dh, dtype, device="cpu", seed=0):
@@ -35,28 +34,6 @@ def ragged_mask(B, T, K, device="cpu", seed=1):
     return _h.holey_mask(B, T, K, device, torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture
-def poison(monkeypatch):
-    monkeypatch.setenv("MDN_FAST_POISON", "1")
-
-
-def check_entity_attention(q, k, v, axes, mask, dtype, backend="cpp"):
-    q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
-    out = entity_attention(q, k, v, axes, mask=mask, backend=backend)
-    assert out.dtype == dtype and out.is_contiguous() and out.shape == q.shape
-    assert not out.isnan().any(), "unwritten (NaN-poisoned) output elements"
-    q64, k64, v64 = (x.detach().double().requires_grad_() for x in (q, k, v))
-    ref = reference.entity_attention(q64, k64, v64, axes, mask.to(q64.device) if mask is not None else None)
-    grad = torch.randn_like(ref)
-    out.backward(grad.to(dtype))
-    ref.backward(grad)
-    tol = REL_TOL[dtype]
-    assert rel(out, ref) < tol
-    for name, a, b in (("q", q, q64), ("k", k, k64), ("v", v, v64)):
-        assert not a.grad.isnan().any(), f"NaN in d{name}"
-        assert rel(a.grad, b.grad) < tol, f"d{name}: rel err {rel(a.grad, b.grad):.2e} >= {tol}"
-
-
 @needs_c
 def test_extension_loads_and_reports_build():
     info = cpp_backend.build_info()
@@ -65,126 +42,45 @@ def test_extension_loads_and_reports_build():
     assert hasattr(torch.ops.mdn_fast, "entity_attention_fwd")
 
 
-@needs_c
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
-@pytest.mark.parametrize("axes", [("spatial", "temporal"), ("temporal", "spatial")], ids="-".join)
-def test_entity_attention_matches_reference(dtype, masked, axes, poison):
-    B, T, K, H, Dh = 3, 7, 5, 2, 24
-    q, k, v = packed_qkv(B, T, K, len(axes), H, Dh, dtype)
-    assert not q.is_contiguous()
-    check_entity_attention(q, k, v, axes, ragged_mask(B, T, K) if masked else None, dtype)
+def test_limits_header_is_generated_from_the_python_table():
+    """csrc/common/limits.h is the text ``_limits.cpp_limits_header()`` gives (setup.py writes it at
+    every build): the C++ kernels take exactly the limits the Python layer checks."""
+    header = (ROOT / "csrc" / "common" / "limits.h").read_text()
+    assert header == _limits.cpp_limits_header(), ("csrc/common/limits.h differs from mdn_fast/_limits.py: "
+                                                   "run `python mdn_fast/_limits.py > csrc/common/limits.h`")
+    values = dict(re.findall(r"constexpr int (\w+) = (\d+);", header))
+    assert values == {name: str(v) for name, v, _ in _limits.CPP_LIMITS}
+    assert [n for n, *_ in _limits.CPP_LIMITS] == ["kMaxK", "kMaxT", "kMaxDh", "kMaxPaths"]
 
 
 @needs_c
-@pytest.mark.parametrize("axes", [("temporal",), ("spatial", "spatial", "temporal")], ids="-".join)
-def test_entity_attention_path_counts_and_strided_features(axes, poison):
-    """P != 2, and a feature dim that is not the innermost one (stride(-1) != 1)."""
-    B, T, K, H, Dh = 2, 5, 3, 3, 20
-    P = len(axes)
-    base = torch.randn(3, P, B, T, K, Dh, H)
-    q, k, v = (base[i].transpose(-1, -2) for i in range(3))
-    assert q.stride(-1) != 1
-    check_entity_attention(q, k, v, axes, ragged_mask(B, T, K, seed=3), torch.float32)
+def test_built_extension_has_the_python_limits():
+    """The limits compiled into the loaded ``_C`` (a stale build would differ)."""
+    info = cpp_backend.build_info()
+    assert {k: int(info[k]) for k in ("max_k", "max_t", "max_dh", "max_paths")} == {
+        "max_k": _limits.MAX_K, "max_t": _limits.MAX_T, "max_dh": _limits.MAX_DH, "max_paths": _limits.MAX_PATHS}
 
 
 @needs_c
-def test_entity_attention_limits_of_group_sizes(poison):
-    """Largest supported groups (T = 64, K = 16) and Dh = 128 still match; beyond, a clear refusal."""
-    q, k, v = packed_qkv(1, 64, 16, 2, 1, 128, torch.float32, seed=4)
-    check_entity_attention(q, k, v, ("spatial", "temporal"), ragged_mask(1, 64, 16, seed=5), torch.float32)
-    assert "K = 17" in cpp_backend.unsupported_reason("entity_attention", torch.device("cpu"), torch.float32,
-                                                      {"P": 2, "B": 1, "T": 4, "K": 17, "H": 1, "Dh": 8})
-    q, k, v = (torch.randn(1, 1, 2, 17, 1, 8) for _ in range(3))
-    with pytest.raises(NotImplementedError, match="K = 17"):
-        entity_attention(q, k, v, ("spatial",), backend="cpp")
-
-
-def check_routed_merge(dtype, masked, w_dtype=None, B=3, T=7, K=5, D=24, tau=0.7):
-    g = torch.Generator().manual_seed(11)
-    mk = lambda *s, dt=dtype: torch.randn(*s, generator=g).to(dt).requires_grad_()  # noqa: E731
-    # Paths as strided views of one [B, T, K, 2, D] tensor (as a fused projection would give them).
-    both = torch.randn(B, T, K, 2, D, generator=g).to(dtype)
-    x_st, x_ts = (both[..., i, :].detach().requires_grad_() for i in range(2))
-    weight, bias = mk(K, 2, 2 * D, dt=w_dtype or dtype), mk(K, 2, dt=w_dtype or dtype)
-    mask = ragged_mask(B, T, K) if masked else None
-    y, alpha = routed_merge(x_st, x_ts, weight, bias, tau=tau, mask=mask, backend="cpp")
-    ins64 = [t.detach().double().requires_grad_() for t in (x_st, x_ts, weight, bias)]
-    y64, a64 = reference.routed_merge(*ins64, tau=tau, mask=mask)
-    assert y.dtype == dtype and y.is_contiguous() and alpha.dtype == torch.float32
-    assert not y.isnan().any() and not alpha.isnan().any()
-    tol = REL_TOL[dtype]
-    assert rel(y, y64) < tol and rel(alpha, a64) < tol
-    gy, ga = torch.randn_like(y64), torch.randn_like(a64)  # alpha's own gradient is used too
-    grads = torch.autograd.grad((y * gy.to(dtype)).sum() + (alpha * ga.float()).sum(), (x_st, x_ts, weight, bias))
-    grads64 = torch.autograd.grad((y64 * gy).sum() + (a64 * ga).sum(), ins64)
-    for name, a, b in zip(("x_st", "x_ts", "weight", "bias"), grads, grads64):
-        assert not a.isnan().any(), f"NaN in d{name}"
-        assert rel(a, b) < tol, f"d{name}: rel err {rel(a, b):.2e} >= {tol}"
-
-
-@needs_c
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
-def test_routed_merge_matches_reference(dtype, masked, poison):
-    check_routed_merge(dtype, masked)
-
-
-@needs_c
-def test_routed_merge_router_in_another_dtype(poison):
-    """fp16 paths with an fp32 router (a common autocast situation): gradients come back in fp32."""
-    check_routed_merge(torch.float16, True, w_dtype=torch.float32)
-
-
-@needs_c
-@pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
-def test_routed_merge_large_outputs_streaming_path(masked, poison):
-    """Outputs of >= 4 MiB take the kernel's streaming-store path (small ones stay cached)."""
-    B, T, K, D = 64, 8, 4, 512                       # y, dx_st, dx_ts: 4 MiB each in fp32
-    x_st, x_ts = (torch.randn(B, T, K, D, requires_grad=True) for _ in range(2))
-    weight = (torch.randn(K, 2, 2 * D) * 0.5 * (2 * D) ** -0.5).requires_grad_()  # unsaturated router
-    bias = (torch.randn(K, 2) * 0.1).requires_grad_()
-    mask = ragged_mask(B, T, K) if masked else None
-    y, alpha = routed_merge(x_st, x_ts, weight, bias, tau=0.7, mask=mask, backend="cpp")
-    ins64 = [t.detach().double().requires_grad_() for t in (x_st, x_ts, weight, bias)]
-    y64, a64 = reference.routed_merge(*ins64, tau=0.7, mask=mask)
-    assert rel(y, y64) < REL_TOL[torch.float32] and rel(alpha, a64) < REL_TOL[torch.float32]
-    gy, ga = torch.randn_like(y64), torch.randn_like(a64)
-    grads = torch.autograd.grad((y * gy.float()).sum() + (alpha * ga.float()).sum(), (x_st, x_ts, weight, bias))
-    grads64 = torch.autograd.grad((y64 * gy).sum() + (a64 * ga).sum(), ins64)
-    for name, a, b in zip(("x_st", "x_ts", "weight", "bias"), grads, grads64):
-        assert rel(a, b) < REL_TOL[torch.float32], f"d{name}: rel err {rel(a, b):.2e}"
-
-
-@needs_c
-def test_routed_merge_weight_grad_is_deterministic():
-    g = torch.Generator().manual_seed(5)
-    B, T, K, D = 16, 4, 3, 40
-    x_st, x_ts = (torch.randn(B, T, K, D, generator=g) for _ in range(2))
-    weight = torch.randn(K, 2, 2 * D, generator=g, requires_grad=True)
-    bias = torch.randn(K, 2, generator=g, requires_grad=True)
-    gy = torch.randn(B, T, K, D, generator=g)
-    runs = []
-    for _ in range(2):
-        y, _ = routed_merge(x_st, x_ts, weight, bias, mask=ragged_mask(B, T, K), backend="cpp")
-        runs.append(torch.autograd.grad((y * gy).sum(), (weight, bias)))
-    assert all(torch.equal(a, b) for a, b in zip(*runs))
-
-
-@needs_c
-def test_gradcheck_float64():
-    B, T, K, H, Dh = 2, 3, 4, 1, 5
-    q, k, v = (x.detach().requires_grad_() for x in packed_qkv(B, T, K, 2, H, Dh, torch.float64, seed=6))
-    mask = ragged_mask(B, T, K, seed=7)
-    mask[1, 0, :] = False
-    fn = lambda q, k, v: entity_attention(q, k, v, ("spatial", "temporal"), mask=mask, backend="cpp")  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (q, k, v))
-    D = 3
-    x_st, x_ts = (torch.randn(B, T, K, D, dtype=torch.float64, requires_grad=True) for _ in range(2))
-    w = torch.randn(K, 2, 2 * D, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(K, 2, dtype=torch.float64, requires_grad=True)
-    fn2 = lambda *a: routed_merge(*a, tau=0.5, mask=mask, backend="cpp")  # noqa: E731
-    assert torch.autograd.gradcheck(fn2, (x_st, x_ts, w, b))
+@pytest.mark.parametrize("shape, what", [
+    ((1, 1, 2, _limits.MAX_K + 1, 1, 8), f"K = {_limits.MAX_K + 1} entities exceeds the kernels' limit K <= "),
+    ((1, 1, 2, 32, 1, 8), "K = 32 entities exceeds the kernels' limit K <= "),
+    ((1, 1, _limits.MAX_T + 1, 2, 1, 8), f"T = {_limits.MAX_T + 1} frames exceeds the kernels' limit T <= "),
+    ((1, 1, 2, 2, 1, _limits.MAX_DH + 1), f"Dh = {_limits.MAX_DH + 1} exceeds the kernels' limit Dh <= "),
+    ((_limits.MAX_PATHS + 1, 1, 2, 2, 1, 8), f"P = {_limits.MAX_PATHS + 1} paths exceeds the kernels' limit P <= "),
+], ids=["K17", "K32", "T", "Dh", "P"])
+def test_direct_op_calls_beyond_the_limits_are_refused(shape, what):
+    """``torch.ops.mdn_fast`` called directly (past the Python checks) refuses sizes beyond the limits,
+    naming the limit, in the forward and the backward."""
+    limit = {"K": _limits.MAX_K, "T": _limits.MAX_T, "D": _limits.MAX_DH, "P": _limits.MAX_PATHS}[what[0]]
+    what += str(limit)
+    q = torch.randn(*shape)
+    axes = [0] * shape[0]
+    with pytest.raises(RuntimeError, match=re.escape(what)):
+        torch.ops.mdn_fast.entity_attention_fwd(q, q, q, axes, None, 1.0)
+    lse = torch.zeros(shape[:-1])
+    with pytest.raises(RuntimeError, match=re.escape(what)):
+        torch.ops.mdn_fast.entity_attention_bwd(q, q, q, q, lse, axes, None, 1.0)
 
 
 @needs_c
@@ -208,22 +104,6 @@ def test_opcheck(masked):
     y, alpha = ops.routed_merge_fwd(x_st, x_ts, w, b, 0.7, mask)
     opcheck(ops.routed_merge_bwd.default, (torch.randn_like(y), torch.randn_like(alpha), x_st.detach(),
                                            x_ts.detach(), w.detach(), alpha.detach(), 0.7, mask))
-
-
-@needs_c
-def test_torch_compile_fullgraph():
-    """The ops trace without graph breaks (fake impls + autograd); aot_eager keeps the test fast."""
-    q, k, v = (x.detach().requires_grad_() for x in packed_qkv(2, 3, 4, 2, 2, 8, torch.float32))
-    mask = ragged_mask(2, 3, 4)
-
-    def f(q, k, v):
-        return entity_attention(q, k, v, ("spatial", "temporal"), mask=mask, backend="cpp").square().sum()
-
-    torch._dynamo.reset()
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    got = torch.autograd.grad(compiled(q, k, v), (q, k, v))
-    want = torch.autograd.grad(f(q, k, v), (q, k, v))
-    assert all(rel(a, b) < REL_TOL[torch.float32] for a, b in zip(got, want))
 
 
 @needs_c
@@ -273,45 +153,3 @@ def test_package_works_when_extension_fails_to_load():
     r = _run_python(code)
     assert r.returncode == 0, r.stderr
     assert "REASON: mdn_fast._C" in r.stdout
-
-
-# ------------------------------------------------------------------------------------------ GPU
-def _cuda_ready():
-    return torch.cuda.is_available() and WHY is None and cpp_backend.built_with_cuda()
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", DTYPES + (torch.float64,), ids=str)
-@pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
-def test_cuda_entity_attention_matches_reference(dtype, masked, poison):
-    if not _cuda_ready():
-        pytest.skip("needs a CUDA device and mdn_fast._C built with CUDA")
-    B, T, K, H, Dh = 3, 7, 5, 2, 24
-    q, k, v = packed_qkv(B, T, K, 2, H, Dh, dtype, device="cuda")
-    check_entity_attention(q, k, v, ("spatial", "temporal"), ragged_mask(B, T, K, "cuda") if masked else None, dtype)
-    q, k, v = packed_qkv(1, 64, 16, 2, 1, 128, dtype, device="cuda", seed=3)
-    check_entity_attention(q, k, v, ("temporal", "spatial"), ragged_mask(1, 64, 16, "cuda") if masked else None,
-                           dtype)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", DTYPES + (torch.float64,), ids=str)
-@pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
-def test_cuda_routed_merge_matches_reference(dtype, masked, poison):
-    if not _cuda_ready():
-        pytest.skip("needs a CUDA device and mdn_fast._C built with CUDA")
-    B, T, K, D, tau = 3, 7, 5, 300, 0.7
-    g = torch.Generator().manual_seed(2)
-    x_st, x_ts = (torch.randn(B, T, K, D, generator=g).to("cuda", dtype).requires_grad_() for _ in range(2))
-    w = torch.randn(K, 2, 2 * D, generator=g).to("cuda", dtype).requires_grad_()
-    b = torch.randn(K, 2, generator=g).to("cuda", dtype).requires_grad_()
-    mask = ragged_mask(B, T, K, "cuda") if masked else None
-    y, alpha = routed_merge(x_st, x_ts, w, b, tau=tau, mask=mask, backend="cpp")
-    ins64 = [t.detach().double().requires_grad_() for t in (x_st, x_ts, w, b)]
-    y64, a64 = reference.routed_merge(*ins64, tau=tau, mask=mask)
-    tol = REL_TOL[dtype]
-    assert rel(y, y64) < tol and rel(alpha, a64) < tol
-    gy, ga = torch.randn_like(y64), torch.randn_like(a64)
-    grads = torch.autograd.grad((y * gy.to(dtype)).sum() + (alpha * ga.to(alpha.dtype)).sum(), (x_st, x_ts, w, b))
-    grads64 = torch.autograd.grad((y64 * gy).sum() + (a64 * ga).sum(), ins64)
-    assert all(rel(a, c) < tol for a, c in zip(grads, grads64))

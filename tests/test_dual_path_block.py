@@ -6,7 +6,7 @@ from torch import nn
 
 from mdn_fast.nn import DualPathBlock, EntityLayer
 
-from ._helpers import BACKENDS, assert_close, backend_reason, device_params, holey_mask
+from ._helpers import BACKENDS, assert_matches_reference, device_params, holey_mask, skip_unless_supported
 
 
 def _perturb(module, scale=0.1):
@@ -69,38 +69,52 @@ def test_block_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda x: block(x, mask).y, (x,))
 
 
+def _run_block(block, x, mask, ga, dtype, device):
+    """y, alpha and the gradients of x and of every parameter, from a loss on both y and alpha (alpha
+    weighted by random numbers: its rows sum to 1, so an unweighted sum would have zero gradient)."""
+    x = x.detach().to(device).requires_grad_()
+    with torch.autocast(device, dtype=dtype, enabled=dtype not in (torch.float32, torch.float64)):
+        out = block(x, mask.to(device))
+    loss = out.y.double().square().mean() + (out.alpha.double() * ga.to(device)).sum()
+    grads = torch.autograd.grad(loss, [x, *block.parameters()])
+    return out.y, out.alpha, grads
+
+
 @pytest.mark.parametrize("device", device_params())
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_block_same_function_on_every_backend(backend, dtype, device):
+    """The block on ``backend`` (under autocast for fp16) against the same block on the reference backend
+    in float64, y, alpha and every gradient, held to the reference's own error in that precision (the
+    reference backend run the same way)."""
     B, T, K, D, H = 2, 5, 3, 32, 2
-    sizes = dict(P=2, B=B, T=T, K=K, H=H, Dh=D // H, D=D)
-    why = (backend_reason(backend, "entity_attention", device, dtype, sizes)
-           or backend_reason(backend, "routed_merge", device, dtype, sizes))
-    if why:
-        pytest.skip(why)
+    skip_unless_supported(backend, {"entity_attention": dict(P=2, B=B, T=T, K=K, H=H, Dh=D // H),
+                                    "routed_merge": dict(B=B, T=T, K=K, D=D)}, device, dtype)
+    torch.manual_seed(0)
     block = _perturb(DualPathBlock(D, H, backend=backend, num_entities=K)).to(device)
-    ref_block = DualPathBlock(D, H, backend="reference", num_entities=K).double()
-    ref_block.load_state_dict(block.state_dict())
-    x = torch.randn(B, T, K, D, device=device)
-    mask = holey_mask(B, T, K, device)
-    with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
-        out = block(x.requires_grad_(), mask)
-    ref = ref_block(x.detach().double().cpu(), mask.cpu())
-    assert_close(out.y.float(), ref.y, dtype, "y")
-    assert_close(out.alpha, ref.alpha, dtype, "alpha")
-    out.y.float().square().mean().backward()
-    assert torch.isfinite(x.grad).all()
-    for p in block.parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all()
+    ref_dt = DualPathBlock(D, H, backend="reference", num_entities=K).to(device)
+    ref_dt.load_state_dict(block.state_dict())
+    ref64 = DualPathBlock(D, H, backend="reference", num_entities=K).double()
+    ref64.load_state_dict(block.state_dict())
+    x = torch.randn(B, T, K, D)
+    mask = holey_mask(B, T, K, "cpu")
+    ga = torch.randn(B, K, 2, dtype=torch.float64)
+    y, alpha, grads = _run_block(block, x, mask, ga, dtype, device)
+    y_dt, alpha_dt, grads_dt = _run_block(ref_dt, x, mask, ga, dtype, device)
+    y64, alpha64, grads64 = _run_block(ref64, x.double(), mask, ga, torch.float64, "cpu")
+    assert_matches_reference(y, y64, y_dt, dtype, "y")
+    assert_matches_reference(alpha, alpha64, alpha_dt, dtype, "alpha")
+    names = ["x"] + [n for n, _ in block.named_parameters()]
+    for name, g, g64, gdt in zip(names, grads, grads64, grads_dt):
+        assert g is not None, f"d{name}: no gradient"
+        assert_matches_reference(g, g64, gdt, dtype, f"d{name}")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_block_compiles_fullgraph(backend):
     B, T, K, D, H = 2, 4, 3, 16, 2
-    why = backend_reason(backend, "entity_attention", "cpu", torch.float32, dict(P=2, B=B, T=T, K=K, H=H, Dh=D // H))
-    if why:
-        pytest.skip(why)
+    skip_unless_supported(backend, {"entity_attention": dict(P=2, B=B, T=T, K=K, H=H, Dh=D // H),
+                                    "routed_merge": dict(B=B, T=T, K=K, D=D)}, "cpu", torch.float32)
     block = DualPathBlock(D, H, backend=backend, num_entities=K)
     x, mask = torch.randn(B, T, K, D, requires_grad=True), holey_mask(B, T, K, "cpu")
     compiled = torch.compile(block, fullgraph=True, backend="aot_eager")

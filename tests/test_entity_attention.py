@@ -7,11 +7,19 @@ import torch
 import torch.nn.functional as F
 
 from mdn_fast import reference
+from mdn_fast._limits import MAX_DH, MAX_K, MAX_PATHS, MAX_T
 from mdn_fast.ops import entity_attention
+from mdn_fast.ops._backends import unavailable_reason
 
-from ._helpers import BACKENDS, DTYPES, assert_close, backend_reason, device_params, holey_mask, packed_qkv
+from ._helpers import (BACKENDS, DTYPES, check_entity_attention, device_params, holey_mask, packed_qkv,
+                       skip_unless_supported)
 
 AXES2 = ("spatial", "temporal")
+
+
+@pytest.fixture
+def poison(monkeypatch):
+    monkeypatch.setenv("MDN_FAST_POISON", "1")  # unwritten output elements stay NaN and fail
 
 
 def _sdpa_reference(q, k, v, axis, mask):
@@ -36,66 +44,109 @@ def test_reference_equals_sdpa_on_reshaped_axis(with_mask):
         torch.testing.assert_close(out[p], _sdpa_reference(q[p], k[p], v[p], axis, mask), rtol=1e-12, atol=1e-12)
 
 
-def test_reference_empty_groups_are_zero_with_finite_zero_gradient():
-    P, B, T, K, H, Dh = 2, 2, 5, 4, 1, 8
-    q, k, v = (torch.randn(P, B, T, K, H, Dh, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    mask = holey_mask(B, T, K, "cpu")
-    out = reference.entity_attention(q, k, v, AXES2, mask)
-    assert (out[0, -1, T // 2] == 0).all(), "spatial queries of an empty frame must output 0"
-    assert (out[1, 0, :, K // 2] == 0).all(), "temporal queries of an absent track must output 0"
-    out.square().sum().backward()
-    for t in (q, k, v):
-        assert torch.isfinite(t.grad).all()
-    assert (q.grad[0, -1, T // 2] == 0).all() and (q.grad[1, 0, :, K // 2] == 0).all()
-    assert (k.grad[0, -1, T // 2] == 0).all(), "absent keys get no gradient"
-
-
-@pytest.mark.parametrize("backend", ["reference"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_gradcheck_float64(backend):
     P, B, T, K, H, Dh = 2, 2, 4, 3, 1, 5
-    q, k, v = (torch.randn(P, B, T, K, H, Dh, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    mask = holey_mask(B, T, K, "cpu")
+    skip_unless_supported(backend, {"entity_attention": dict(P=P, B=B, T=T, K=K, H=H, Dh=Dh)}, "cpu",
+                          torch.float64)
+    q, k, v = (x.detach().requires_grad_() for x in packed_qkv(P, B, T, K, H, Dh, torch.float64, "cpu",
+                                                               torch.Generator().manual_seed(6)))
+    mask = holey_mask(B, T, K, "cpu", torch.Generator().manual_seed(7))
     fn = lambda q, k, v: entity_attention(q, k, v, AXES2, mask=mask, backend=backend)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (q, k, v))
 
 
-# --- every backend against the float64 reference ------------------------------------------------------
-CASES = [  # (P, B, T, K, H, Dh, axes): odd sizes, both orders, a single path
-    (2, 2, 7, 5, 2, 24, ("spatial", "temporal")),
-    (2, 1, 5, 3, 1, 16, ("temporal", "spatial")),
-    (1, 2, 8, 6, 2, 32, ("temporal",)),
+# --- every backend against the reference (the one backend test; tests/_helpers.check_entity_attention) --
+CASES = [  # (P, B, T, K, H, Dh, axes, layout): odd sizes, both orders, one and three paths, strided features
+    (2, 2, 7, 5, 2, 24, ("spatial", "temporal"), "packed"),
+    (2, 1, 5, 3, 1, 16, ("temporal", "spatial"), "packed"),
+    (1, 2, 8, 6, 2, 32, ("temporal",), "packed"),
+    (3, 2, 5, 3, 3, 20, ("spatial", "spatial", "temporal"), "strided_features"),
+    (2, 1, 33, 3, 1, 20, ("spatial", "temporal"), "packed"),  # T > 32: one temporal group per Triton program
 ]
+
+
+def _case_id(c):
+    return f"P{c[0]}B{c[1]}T{c[2]}K{c[3]}H{c[4]}D{c[5]}-{''.join(a[0] for a in c[6])}-{c[7]}"
 
 
 @pytest.mark.parametrize("device", device_params())
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"P{c[0]}B{c[1]}T{c[2]}K{c[3]}H{c[4]}D{c[5]}-{c[6][0][0]}")
+@pytest.mark.parametrize("dtype", DTYPES + [torch.float64], ids=str)
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
 @pytest.mark.parametrize("with_mask", [False, True], ids=["nomask", "holes"])
-def test_backend_matches_reference(backend, dtype, case, with_mask, device, monkeypatch):
-    P, B, T, K, H, Dh, axes = case
-    why = backend_reason(backend, "entity_attention", device, dtype, dict(P=P, B=B, T=T, K=K, H=H, Dh=Dh))
-    if why:
-        pytest.skip(why)
-    monkeypatch.setenv("MDN_FAST_POISON", "1")  # unwritten output elements stay NaN and fail
-    q, k, v = packed_qkv(P, B, T, K, H, Dh, dtype, device)
-    q, k, v = (t.requires_grad_() for t in (q, k, v))
-    mask = holey_mask(B, T, K, device) if with_mask else None
-    out = entity_attention(q, k, v, axes, mask=mask, backend=backend)
-    assert out.dtype == dtype and out.shape == q.shape and out.is_contiguous()
-    grad = torch.randn_like(out)
-    dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
+def test_backend_matches_reference(backend, dtype, case, with_mask, device, poison):
+    P, B, T, K, H, Dh, axes, layout = case
+    check_entity_attention(backend, P, B, T, K, H, Dh, axes, dtype, device, with_mask=with_mask, layout=layout)
 
-    q64, k64, v64 = (t.detach().double().cpu().requires_grad_() for t in (q, k, v))
-    m64 = None if mask is None else mask.cpu()
-    ref = reference.entity_attention(q64, k64, v64, axes, m64)
-    rq, rk, rv = torch.autograd.grad(ref, (q64, k64, v64), grad.double().cpu())
-    assert_close(out, ref, dtype, "out")
-    for name, got, want in (("dq", dq, rq), ("dk", dk, rk), ("dv", dv, rv)):
-        assert_close(got, want, dtype, name)
 
-    again = entity_attention(q, k, v, axes, mask=mask, backend=backend)
-    assert torch.equal(out, again), "two runs on the same inputs differ"
+@pytest.mark.parametrize("device", device_params())
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("T,K,Dh", [(MAX_T, MAX_K, 16), (5, 3, MAX_DH)], ids=["maxTK", "maxDh"])
+def test_backend_at_size_limits(backend, T, K, Dh, device, poison):
+    """Largest groups (T = MAX_T, K = MAX_K) and largest head dim, both axes in one call. (Both limits at
+    once run in the GPU test: the Triton interpreter needs ~5 s for them.)"""
+    check_entity_attention(backend, 2, 1, T, K, 1, Dh, ("spatial", "temporal"), torch.float32, device)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_backend_at_all_limits_at_once_cuda(backend, dtype, poison):
+    check_entity_attention(backend, 2, 2, MAX_T, MAX_K, 2, MAX_DH, ("temporal", "spatial"), dtype, "cuda")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_groups_give_zero_output_and_zero_gradient(backend, poison):
+    T, K = 7, 5
+    out, (dq, dk, dv), mask = check_entity_attention(backend, 2, 2, T, K, 2, 24, AXES2, torch.float32, "cpu")
+    assert (out[0, -1, T // 2] == 0).all(), "spatial queries of an empty frame must output 0"
+    assert (out[1, 0, :, K // 2] == 0).all(), "temporal queries of an absent track must output 0"
+    assert (dq[0, -1, T // 2] == 0).all() and (dq[1, 0, :, K // 2] == 0).all(), "their queries get no gradient"
+    absent = ~mask                                  # keys never attended to get no gradient, in every path
+    for g in (dk, dv):
+        assert (g[:, absent] == 0).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compile_fullgraph_matches_eager(backend):
+    """Forward and backward through torch.compile(fullgraph=True) (fake impls, autograd wiring) equal
+    eager's; aot_eager keeps it fast (the GPU inductor path: tests/test_triton_kernels.py)."""
+    P, B, T, K, H, Dh = 2, 2, 4, 3, 2, 8
+    skip_unless_supported(backend, {"entity_attention": dict(P=P, B=B, T=T, K=K, H=H, Dh=Dh)}, "cpu",
+                          torch.float32)
+    gen = torch.Generator().manual_seed(8)
+    q, k, v = (x.detach().requires_grad_() for x in packed_qkv(P, B, T, K, H, Dh, torch.float32, "cpu", gen))
+    mask = holey_mask(B, T, K, "cpu", gen)
+    w = torch.randn(P, B, T, K, H, Dh, generator=gen)
+
+    def f(q, k, v):
+        return (entity_attention(q, k, v, AXES2, mask=mask, backend=backend) * w).sum()
+
+    torch._dynamo.reset()
+    got = torch.autograd.grad(torch.compile(f, fullgraph=True, backend="aot_eager")(q, k, v), (q, k, v))
+    want = torch.autograd.grad(f(q, k, v), (q, k, v))
+    for g, e in zip(got, want):
+        assert torch.equal(g, e)
+
+
+_RAW_FORWARD = {  # each fused backend's forward op: (out, its softmax statistic)
+    "cpp": lambda: torch.ops.mdn_fast.entity_attention_fwd,
+    "triton": lambda: torch.ops.mdn_fast_triton.entity_attention,
+}
+
+
+@pytest.mark.parametrize("backend", sorted(_RAW_FORWARD))
+def test_softmax_statistic_is_not_differentiable(backend):
+    """Both fused backends save a softmax statistic for their backward (C++: natural-log ``lse``, Triton:
+    base-2 ``lse2``); with the one autograd wiring (mdn_fast/ops/_autograd.py) neither is differentiable."""
+    P, B, T, K, H, Dh = 2, 2, 3, 2, 1, 16
+    skip_unless_supported(backend, {"entity_attention": dict(P=P, B=B, T=T, K=K, H=H, Dh=Dh)}, "cpu",
+                          torch.float32)
+    q, k, v = (x.detach().requires_grad_() for x in packed_qkv(P, B, T, K, H, Dh, torch.float32, "cpu"))
+    out, stats = _RAW_FORWARD[backend]()(q, k, v, [0, 1], None, 0.3)
+    assert out.requires_grad and not stats.requires_grad
+    assert stats.shape == (P, B, T, K, H)
 
 
 # --- dispatch and errors -------------------------------------------------------------------------------
@@ -110,10 +161,18 @@ def test_auto_falls_back_to_reference_beyond_fused_limits():
 
 
 @pytest.mark.parametrize("backend", ["triton", "cpp"])
-def test_named_fused_backend_refuses_beyond_limits(backend):
-    q, k, v = _qkv(1, 1, 65, 2, 1, 8)  # T = 65 > 64
-    with pytest.raises(NotImplementedError, match=backend):
-        entity_attention(q, k, v, ("temporal",), backend=backend)
+@pytest.mark.parametrize("shape, axes, what", [
+    ((1, 1, MAX_T + 1, 2, 1, 8), ("temporal",), f"T <= {MAX_T}"),
+    ((1, 1, 2, MAX_K + 1, 1, 8), ("spatial",), f"K <= {MAX_K}"),
+    ((1, 1, 2, 2, 1, MAX_DH + 1), ("spatial",), f"Dh <= {MAX_DH}"),
+    ((MAX_PATHS + 1, 1, 2, 2, 1, 8), ("spatial",) * (MAX_PATHS + 1), f"P <= {MAX_PATHS}"),
+], ids=["T", "K", "Dh", "P"])
+def test_named_fused_backend_refuses_beyond_limits(backend, shape, axes, what):
+    if unavailable_reason(backend):
+        pytest.skip(unavailable_reason(backend))
+    q, k, v = _qkv(*shape)
+    with pytest.raises(NotImplementedError, match=f"{backend}.*{what}"):
+        entity_attention(q, k, v, axes, backend=backend)
 
 
 @pytest.mark.parametrize("args, kwargs, exc, pattern", [
@@ -143,11 +202,3 @@ def test_bad_axes_mask_scale_backend_raise():
         entity_attention(q, k, v, AXES2, scale=-1.0)
     with pytest.raises(ValueError, match=r"backend: expected one of \('reference', 'triton', 'cpp', 'auto'\), got 'cuda'"):
         entity_attention(q, k, v, AXES2, backend="cuda")
-
-
-def test_compile_fullgraph_reference():
-    q, k, v = _qkv(2, 2, 4, 3, 2, 8)
-    mask = holey_mask(2, 4, 3, "cpu")
-    fn = torch.compile(lambda q, k, v: entity_attention(q, k, v, AXES2, mask=mask, backend="reference"),
-                       fullgraph=True, backend="aot_eager")
-    torch.testing.assert_close(fn(q, k, v), reference.entity_attention(q, k, v, AXES2, mask))

@@ -6,6 +6,7 @@ import mdn_fast
 from mdn_fast.data.layouts import ENTITIES
 from mdn_fast.nn.micro_dualnet import MicroDualNet
 
+from ._helpers import assert_matches_reference, skip_unless_supported
 from ._model_helpers import body25_keypoints, frames
 
 T, S, D, H = 4, 48, 32, 4
@@ -102,43 +103,42 @@ def test_clip_feature_is_masked_mean_of_y():
     assert torch.equal(out.entity_mask, mask)
 
 
-def test_reference_backend_same_function():
-    torch.manual_seed(2)
-    auto = _model("pose", depth=2)
-    ref = _model("pose", depth=2, backend="reference")
-    ref.load_state_dict(auto.state_dict())
-    _, kp = _inputs(seed=3)
-    a, r = auto(keypoints=kp), ref(keypoints=kp)
-    torch.testing.assert_close(a.logits, r.logits, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(a.alpha, r.alpha, rtol=1e-4, atol=1e-5)
+def _run_model(model, kp, labels):
+    """logits, alpha and every parameter's gradient (None where a parameter gets none) of the model's loss."""
+    out = model(keypoints=kp)
+    params = list(model.parameters())
+    grads = torch.autograd.grad(model.loss(out, labels), params, allow_unused=True)
+    return out.logits, out.alpha, grads
 
 
-@pytest.mark.parametrize("backend", ["triton", "cpp"])
+@pytest.mark.parametrize("backend", ["auto", "triton", "cpp"])
 def test_every_backend_same_function_with_gradients(backend):
-    """The whole model on a fused backend (Triton through the interpreter on CPU) equals the reference
-    backend with the same parameters, forward and parameter gradients."""
-    from ._helpers import backend_reason
-    sizes = dict(P=2, B=3, T=T, K=len(ENTITIES), H=H, Dh=D // H, D=D)
-    why = (backend_reason(backend, "entity_attention", "cpu", torch.float32, sizes)
-           or backend_reason(backend, "routed_merge", "cpu", torch.float32, sizes))
-    if why:
-        pytest.skip(why)
+    """The whole model on a fused backend (Triton through the interpreter on CPU; ``auto``: what dispatch
+    picks) against the reference backend in float64 with the same parameters, forward and every parameter
+    gradient, held to the reference backend's own float32 error (the shared criterion of tests/_helpers)."""
+    if backend != "auto":
+        sizes = dict(P=2, B=3, T=T, K=len(ENTITIES), H=H, Dh=D // H, D=D)
+        skip_unless_supported(backend, {"entity_attention": sizes, "routed_merge": sizes}, "cpu", torch.float32)
     torch.manual_seed(4)
     fast = _model("pose", depth=2, backend=backend)
-    ref = _model("pose", depth=2, backend="reference")
-    ref.load_state_dict(fast.state_dict())
+    ref32 = _model("pose", depth=2, backend="reference")
+    ref32.load_state_dict(fast.state_dict())
+    ref64 = _model("pose", depth=2, backend="reference").double()
+    ref64.load_state_dict(fast.state_dict())
     _, kp = _inputs(seed=5)
     labels = torch.tensor([0, 3, 6])
-    outs = []
-    for model in (fast, ref):
-        out = model(keypoints=kp)
-        model.loss(out, labels).backward()
-        outs.append(out)
-    torch.testing.assert_close(outs[0].logits, outs[1].logits, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(outs[0].alpha, outs[1].alpha, rtol=1e-4, atol=1e-5)
-    for (name, p_fast), p_ref in zip(fast.named_parameters(), ref.parameters()):
-        if p_ref.grad is not None:
-            torch.testing.assert_close(p_fast.grad, p_ref.grad, rtol=1e-3, atol=1e-5, msg=lambda m: f"{name}: {m}")
+    logits, alpha, grads = _run_model(fast, kp, labels)
+    logits32, alpha32, grads32 = _run_model(ref32, kp, labels)
+    logits64, alpha64, grads64 = _run_model(ref64, kp.double(), labels)
+    assert_matches_reference(logits, logits64, logits32, torch.float32, "logits")
+    assert_matches_reference(alpha, alpha64, alpha32, torch.float32, "alpha")
+    checked = 0
+    for (name, _), g, g32, g64 in zip(fast.named_parameters(), grads, grads32, grads64):
+        assert (g is None) == (g64 is None), f"{name}: gradient on one backend only"
+        if g is not None:
+            assert_matches_reference(g, g64, g32, torch.float32, f"d{name}")
+            checked += 1
+    assert checked > 0
 
 
 def test_nonfinite_values_are_not_checked_in_forward_unless_asked():

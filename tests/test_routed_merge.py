@@ -2,13 +2,21 @@
 
 Layout: x_st, x_ts, y ``[B, T, K, D]``; weight ``[K, 2, 2D]``; bias ``[K, 2]``; alpha ``[B, K, 2]``.
 """
+import os
+
 import pytest
 import torch
 
 from mdn_fast import reference
-from mdn_fast.ops import routed_merge
+from mdn_fast.ops import entity_attention, routed_merge
 
-from ._helpers import BACKENDS, DTYPES, assert_close, backend_reason, device_params, holey_mask
+from ._helpers import (BACKENDS, DTYPES, assert_matches_reference, check_routed_merge, device_params, holey_mask,
+                       routed_merge_inputs, skip_unless_supported)
+
+
+@pytest.fixture
+def poison(monkeypatch):
+    monkeypatch.setenv("MDN_FAST_POISON", "1")  # unwritten output elements stay NaN and fail
 
 
 def _loop_reference(x_st, x_ts, weight, bias, tau, mask):
@@ -39,54 +47,106 @@ def test_reference_matches_loops(with_mask):
     torch.testing.assert_close(alpha.sum(-1), torch.ones(B, K, dtype=torch.float64))
 
 
-def test_gradcheck_float64_reference():
-    B, T, K, D = 2, 4, 3, 4
-    args = [torch.randn(B, T, K, D, dtype=torch.float64, requires_grad=True) for _ in range(2)]
-    args += [torch.randn(K, 2, 2 * D, dtype=torch.float64, requires_grad=True),
-             torch.randn(K, 2, dtype=torch.float64, requires_grad=True)]
-    mask = holey_mask(B, T, K, "cpu")
-    assert torch.autograd.gradcheck(lambda *a: routed_merge(*a, tau=0.5, mask=mask, backend="reference"), args)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("D", [3, 8], ids=["D3", "D8"])  # the C++ kernel's converted and in-place rows
+def test_gradcheck_float64(backend, D):
+    B, T, K = 2, 4, 3
+    skip_unless_supported(backend, {"routed_merge": dict(B=B, T=T, K=K, D=D)}, "cpu", torch.float64)
+    g = torch.Generator().manual_seed(3)
+    args = [torch.randn(B, T, K, D, dtype=torch.float64, generator=g, requires_grad=True) for _ in range(2)]
+    args += [torch.randn(K, 2, 2 * D, dtype=torch.float64, generator=g, requires_grad=True),
+             torch.randn(K, 2, dtype=torch.float64, generator=g, requires_grad=True)]
+    mask = holey_mask(B, T, K, "cpu", g)
+    assert torch.autograd.gradcheck(lambda *a: routed_merge(*a, tau=0.5, mask=mask, backend=backend), args)
 
 
-CASES = [(2, 7, 5, 24), (3, 8, 6, 32), (2, 3, 3, 40)]  # (B, T, K, D)
+# --- every backend against the reference (the one backend test; tests/_helpers.check_routed_merge) ------
+CASES = [  # (B, T, K, D, layout): odd sizes; D = 13 is no whole number of vectors
+    (2, 7, 5, 24, "packed"),
+    (3, 8, 6, 32, "strided"),
+    (2, 3, 3, 13, "packed"),
+]
 
 
 @pytest.mark.parametrize("device", device_params())
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "B{}T{}K{}D{}".format(*c))
+@pytest.mark.parametrize("dtype", DTYPES + [torch.float64], ids=str)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "B{}T{}K{}D{}-{}".format(*c))
 @pytest.mark.parametrize("with_mask", [False, True], ids=["nomask", "holes"])
-def test_backend_matches_reference(backend, dtype, case, with_mask, device, monkeypatch):
-    B, T, K, D = case
-    why = backend_reason(backend, "routed_merge", device, dtype, dict(B=B, T=T, K=K, D=D))
-    if why:
-        pytest.skip(why)
-    monkeypatch.setenv("MDN_FAST_POISON", "1")
-    # Non-contiguous path outputs: views of one [B, T, K, 2, D] buffer, as a fused producer would give.
-    both = torch.randn(B, T, K, 2, D, dtype=dtype, device=device)
-    x_st, x_ts = both[..., 0, :].requires_grad_(), both[..., 1, :].requires_grad_()
-    # Router at an initialised model's scale. The fp32 backward of a 2-way softmax computes
-    # a_st * a_ts * (g_st - g_ts) through a difference of near-equal sums: with a saturated router
-    # (alpha ~ 1e-3) or a tiny problem (B=1, K=2) it loses digits in any implementation, the fp32
-    # reference included (measured: up to 3e-4 over 300 seeds), which is conditioning, not a bug.
-    w = (torch.randn(K, 2, 2 * D, dtype=torch.float32, device=device) * 0.5 * (2 * D) ** -0.5).requires_grad_()
-    b = (torch.randn(K, 2, dtype=torch.float32, device=device) * 0.1).requires_grad_()
-    mask = holey_mask(B, T, K, device) if with_mask else None
-    y, alpha = routed_merge(x_st, x_ts, w, b, tau=0.8, mask=mask, backend=backend)
-    assert y.dtype == dtype and alpha.dtype == torch.float32 and y.shape == (B, T, K, D) and alpha.shape == (B, K, 2)
-    gy, ga = torch.randn_like(y), torch.randn_like(alpha)
-    grads = torch.autograd.grad((y, alpha), (x_st, x_ts, w, b), (gy, ga))
+def test_backend_matches_reference(backend, dtype, case, with_mask, device, poison):
+    B, T, K, D, layout = case
+    check_routed_merge(backend, B, T, K, D, dtype, device, with_mask=with_mask, layout=layout)
 
-    ref_in = [t.detach().double().cpu().requires_grad_() for t in (x_st, x_ts, w, b)]
-    ry, ra = reference.routed_merge(*ref_in, 0.8, None if mask is None else mask.cpu())
-    ref_grads = torch.autograd.grad((ry, ra), ref_in, (gy.double().cpu(), ga.double().cpu()))
-    assert_close(y, ry, dtype, "y")
-    assert_close(alpha, ra, dtype, "alpha")
-    for name, got, want in zip(("d x_st", "d x_ts", "d weight", "d bias"), grads, ref_grads):
-        assert_close(got, want, dtype, name)
 
-    y2, alpha2 = routed_merge(x_st, x_ts, w, b, tau=0.8, mask=mask, backend=backend)
-    assert torch.equal(y, y2) and torch.equal(alpha, alpha2), "two runs on the same inputs differ"
+@pytest.mark.parametrize("device", device_params())
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_router_in_the_paths_dtype(backend, device, poison):
+    """fp16 paths with an fp16 router (the default test has an fp32 router, as under autocast): the
+    router's gradients come back in fp16."""
+    check_routed_merge(backend, 3, 7, 5, 24, torch.float16, device, w_dtype=torch.float16)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("grad_of", [("alpha",), ("y",)], ids=["alpha-only", "y-only"])
+def test_gradient_through_one_result_only(backend, grad_of, poison):
+    """A loss on alpha alone (or y alone): the other result's gradient is missing and counts as zero."""
+    check_routed_merge(backend, 2, 5, 3, 16, torch.float32, "cpu", grad_of=grad_of)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_large_outputs(backend, poison):
+    """Outputs of >= 4 MiB (the C++ kernel streams its stores past the caches there)."""
+    if backend == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("~70 s in the Triton interpreter, and the size matters only to kernels with a cache policy")
+    check_routed_merge(backend, 64, 8, 4, 512, torch.float32, "cpu")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_router_gradient_is_deterministic(backend):
+    B, T, K, D = 9, 3, 3, 24
+    skip_unless_supported(backend, {"routed_merge": dict(B=B, T=T, K=K, D=D)}, "cpu", torch.float32)
+    g = torch.Generator().manual_seed(5)
+    x_st, x_ts, weight, bias = routed_merge_inputs(B, T, K, D, torch.float32, "cpu", generator=g)
+    gy, ga = torch.randn(B, T, K, D, generator=g), torch.randn(B, K, 2, generator=g)
+    mask = holey_mask(B, T, K, "cpu", g)
+    runs = []
+    for _ in range(2):
+        y, alpha = routed_merge(x_st, x_ts, weight, bias, mask=mask, backend=backend)
+        runs.append(torch.autograd.grad((y * gy).sum() + (alpha * ga).sum(), (weight, bias)))
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compile_fullgraph_through_both_ops(backend):
+    """entity_attention into routed_merge under torch.compile(fullgraph=True): forward and every gradient
+    equal eager's. The loss weights alpha by random numbers: alpha's rows sum to 1, so a plain alpha.sum()
+    would have zero gradient and leave the path through alpha unchecked."""
+    P, B, T, K, H, Dh = 2, 2, 5, 3, 2, 8
+    skip_unless_supported(backend, {"entity_attention": dict(P=P, B=B, T=T, K=K, H=H, Dh=Dh),
+                                    "routed_merge": dict(B=B, T=T, K=K, D=H * Dh)}, "cpu", torch.float32)
+    gen = torch.Generator().manual_seed(6)
+    packed = torch.randn(B, T, K, P, 3, H, Dh, generator=gen, requires_grad=True)
+    w = torch.randn(K, 2, 2 * H * Dh, generator=gen, requires_grad=True)
+    b = torch.randn(K, 2, generator=gen, requires_grad=True)
+    ga = torch.randn(B, K, 2, generator=gen)
+    mask = holey_mask(B, T, K, "cpu", gen)
+
+    def merged(packed, w, b):
+        q, k, v = (packed[:, :, :, :, i].permute(3, 0, 1, 2, 4, 5) for i in range(3))
+        o = entity_attention(q, k, v, ("spatial", "temporal"), mask=mask, backend=backend).flatten(-2)
+        return routed_merge(o[0], o[1], w, b, mask=mask, backend=backend)
+
+    def f(packed, w, b):
+        y, alpha = merged(packed, w, b)
+        return y.square().sum() + (alpha * ga).sum()
+
+    (g_alpha,) = torch.autograd.grad((merged(packed, w, b)[1] * ga).sum(), (w,))
+    assert g_alpha.abs().max() > 0, "the loss's alpha term must reach the router"
+    eager = torch.autograd.grad(f(packed, w, b), (packed, w, b))
+    torch._dynamo.reset()
+    got = torch.autograd.grad(torch.compile(f, fullgraph=True, backend="aot_eager")(packed, w, b), (packed, w, b))
+    for g, e in zip(got, eager):
+        assert torch.equal(g, e)
 
 
 def test_bad_inputs_raise_naming_the_argument():
@@ -109,3 +169,18 @@ def test_bad_inputs_raise_naming_the_argument():
         routed_merge(x, x, w, b, mask=torch.ones(B, T, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"backend: expected one of"):
         routed_merge(x, x, w, b, backend="fast")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_accuracy_criterion_catches_a_small_error(dtype):
+    """The shared criterion (tests/_helpers.assert_matches_reference) is not vacuous: the reference's own
+    result passes, the same result with one element off by 1% of the largest magnitude fails."""
+    B, T, K, D = 2, 5, 3, 16
+    ins = routed_merge_inputs(B, T, K, D, dtype, "cpu", generator=torch.Generator().manual_seed(9))
+    y64, _ = reference.routed_merge(*[t.detach().double() for t in ins], 0.7)
+    y_dt, _ = reference.routed_merge(*[t.detach() for t in ins], 0.7)
+    assert_matches_reference(y_dt, y64, y_dt, dtype, "y")
+    wrong = y_dt.clone()
+    wrong.view(-1)[7] += 0.01 * y64.abs().max().to(dtype)
+    with pytest.raises(AssertionError, match="max \\|out - ref64\\|"):
+        assert_matches_reference(wrong, y64, y_dt, dtype, "y")

@@ -1,5 +1,6 @@
-"""Triton-specific tests of the ``triton`` backend (the generic backend tests live in
-tests/test_entity_attention.py and tests/test_routed_merge.py).
+"""Triton-specific tests of the ``triton`` backend: launch configurations, its refusals, torch registration
+(opcheck), compilation for real GPUs, the inductor path on a GPU. Its kernels against the reference: the
+backend-parametrised tests of tests/test_entity_attention.py and tests/test_routed_merge.py.
 
 Environment. Triton decides once per process, when ``triton`` is first imported (``import mdn_fast``
 does), whether kernels run on the CPU interpreter (``TRITON_INTERPRET=1``) or compile for a GPU. CPU
@@ -26,7 +27,6 @@ if "triton" not in sys.modules and not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
-from mdn_fast import reference  # noqa: E402
 from mdn_fast._limits import MAX_DH, MAX_K, MAX_T  # noqa: E402
 from mdn_fast.ops import entity_attention, routed_merge  # noqa: E402
 
@@ -39,7 +39,7 @@ from mdn_fast.kernels import triton as kt  # noqa: E402
 from mdn_fast.kernels.triton import entity_attention as kea  # noqa: E402
 from mdn_fast.kernels.triton import routed_merge as krm  # noqa: E402
 
-from ._helpers import assert_close, holey_mask  # noqa: E402
+from ._helpers import assert_close, check_routed_merge  # noqa: E402
 
 AXES = [("spatial", "temporal"), ("temporal", "spatial"), ("temporal",), ("spatial",)]
 
@@ -59,79 +59,12 @@ def _triton_mode(request, monkeypatch):
     monkeypatch.setenv("MDN_FAST_POISON", "1")
 
 
-def _packed(P, B, T, K, H, Dh, dtype, device, gen):
-    packed = torch.randn(B, T, K, P, 3, H, Dh, generator=gen).to(device=device, dtype=dtype)
-    return packed.requires_grad_()
-
-
 def _qkv(packed):
     return [packed[:, :, :, :, i].permute(3, 0, 1, 2, 4, 5) for i in range(3)]
 
 
-def _run_attention(P, B, T, K, H, Dh, axes, dtype, device, with_mask, seed=0):
-    """Triton forward + backward (through the public op) and the float64 reference's."""
-    gen = torch.Generator().manual_seed(seed)
-    packed = _packed(P, B, T, K, H, Dh, dtype, device, gen)
-    mask = holey_mask(B, T, K, device, gen) if with_mask else None
-    q, k, v = _qkv(packed)
-    assert not q.is_contiguous()
-    out = entity_attention(q, k, v, axes, mask=mask, backend="triton")
-    grad_out = torch.randn(out.shape, generator=gen).to(device=device, dtype=dtype)
-    (g_packed,) = torch.autograd.grad(out, packed, grad_out)
-
-    ref_packed = packed.detach().double().requires_grad_()
-    ref = reference.entity_attention(*_qkv(ref_packed), axes, mask)
-    (g_ref,) = torch.autograd.grad(ref, ref_packed, grad_out.double())
-    return out, g_packed, ref, g_ref, mask
-
-
 # ------------------------------------------------------------------ entity_attention, interpreter
-ATT_CASES = [  # (P, B, T, K, H, Dh): the odd sizes of design §4, both orders, single paths
-    pytest.param(2, 2, 7, 5, 2, 24, AXES[0], id="T7K5D24-st"),
-    pytest.param(2, 2, 7, 5, 2, 24, AXES[1], id="T7K5D24-ts"),
-    pytest.param(1, 2, 7, 5, 2, 24, AXES[2], id="P1-t"),
-    pytest.param(1, 3, 5, 3, 1, 8, AXES[3], id="P1-s-D8"),
-    pytest.param(2, 1, 33, 3, 1, 20, AXES[0], id="T33-one-group-per-program"),
-]
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-@pytest.mark.parametrize("with_mask", [False, True], ids=["nomask", "holes"])
-@pytest.mark.parametrize("P,B,T,K,H,Dh,axes", ATT_CASES)
-def test_entity_attention_matches_reference(P, B, T, K, H, Dh, axes, dtype, with_mask):
-    out, g, ref, g_ref, _ = _run_attention(P, B, T, K, H, Dh, axes, dtype, "cpu", with_mask)
-    assert out.dtype == dtype and out.is_contiguous() and out.shape == (P, B, T, K, H, Dh)
-    assert_close(out, ref, dtype, "o")
-    for i, name in enumerate("qkv"):
-        assert_close(g[:, :, :, :, i], g_ref[:, :, :, :, i], dtype, f"d{name}")
-
-
-@pytest.mark.parametrize("T,K,Dh", [(MAX_T, MAX_K, 16), (5, 3, MAX_DH)], ids=["maxTK", "maxDh"])
-def test_entity_attention_at_size_limits(T, K, Dh):
-    """Largest groups (T = MAX_T, K = MAX_K), largest head dim (MAX_DH); both axes in one launch.
-    (Both limits at once are checked on a GPU: the interpreter needs ~5 s for them.)"""
-    out, g, ref, g_ref, _ = _run_attention(2, 1, T, K, 1, Dh, AXES[0], torch.float32, "cpu", True)
-    assert_close(out, ref, torch.float32, "o")
-    assert_close(g, g_ref, torch.float32, "d(q, k, v)")
-
-
-def test_entity_attention_empty_groups_give_zero_and_zero_grad():
-    T, K = 7, 5
-    out, g, _, _, mask = _run_attention(2, 2, T, K, 2, 24, AXES[0], torch.float32, "cpu", True)
-    assert torch.isfinite(out).all() and torch.isfinite(g).all()
-    assert (out[0, -1, T // 2] == 0).all(), "spatial queries of an empty frame must output 0"
-    assert (out[1, 0, :, K // 2] == 0).all(), "temporal queries of an absent track must output 0"
-    gq = g[..., 0, :, :]                                   # [B, T, K, P, H, Dh]
-    assert (gq[-1, T // 2, :, 0] == 0).all() and (gq[0, :, K // 2, 1] == 0).all()
-    absent = ~mask                                         # keys never attended to get no gradient
-    assert (g[..., 1:, :, :][absent] == 0).all()
-
-
-def test_entity_attention_is_deterministic():
-    runs = [_run_attention(2, 2, 7, 5, 1, 24, AXES[0], torch.float16, "cpu", True, seed=3)[:2] for _ in range(2)]
-    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
-
-
+# (the kernels against the reference: the backend-parametrised tests of tests/test_entity_attention.py)
 def test_entity_attention_launch_config_batches_tiny_groups():
     cfg = kea.launch_config(8, 6, 32, [0, 1], False)     # the paper's sizes: one program per (p, b, h)
     assert cfg["BLOCK_R"] == 64 and cfg["NGB"] == 1 and cfg["BLOCK_D"] == 32 and cfg["axes_bits"] == 2
@@ -140,66 +73,14 @@ def test_entity_attention_launch_config_batches_tiny_groups():
 
 
 # ------------------------------------------------------------------ routed_merge, interpreter
-def _run_merge(B, T, K, D, dtype, device, with_mask, seed=0, w_dtype=torch.float32, tau=0.7):
-    gen = torch.Generator().manual_seed(seed)
-    # Non-contiguous inputs: x_st a strided slice, x_ts a transposed view.
-    x_st = torch.randn(B, T, K, 2 * D, generator=gen).to(device=device, dtype=dtype)[..., ::2]
-    x_ts = torch.randn(B, K, T, D, generator=gen).to(device=device, dtype=dtype).transpose(1, 2)
-    weight = (0.3 * torch.randn(K, 2, 2 * D, generator=gen)).to(device=device, dtype=w_dtype)
-    bias = torch.randn(K, 2, generator=gen).to(device=device, dtype=w_dtype)
-    mask = holey_mask(B, T, K, device, gen) if with_mask else None
-    ins = [t.requires_grad_() for t in (x_st, x_ts, weight, bias)]
-    y, alpha = routed_merge(*ins, tau=tau, mask=mask, backend="triton")
-    gy = torch.randn(y.shape, generator=gen).to(device=device, dtype=dtype)
-    ga = torch.randn(alpha.shape, generator=gen).to(device)
-    grads = torch.autograd.grad((y, alpha), ins, (gy, ga))
-
-    ref_ins = [t.detach().double().requires_grad_() for t in ins]
-    y_ref, a_ref = reference.routed_merge(*ref_ins, tau=tau, mask=mask)
-    ref_grads = torch.autograd.grad((y_ref, a_ref), ref_ins, (gy.double(), ga.double()))
-    return (y, alpha, grads), (y_ref, a_ref, ref_grads)
-
-
-MERGE_CASES = [pytest.param(dt, "single", id=f"single-{dt}") for dt in (torch.float32, torch.float16, torch.bfloat16)]
-MERGE_CASES += [pytest.param(torch.float32, "chunked", id="chunked-float32")]
-
-
-@pytest.mark.parametrize("with_mask", [False, True], ids=["nomask", "holes"])
-@pytest.mark.parametrize("dtype,tile", MERGE_CASES)
-def test_routed_merge_matches_reference(dtype, with_mask, tile, monkeypatch):
-    """bf16 runs here too: routed_merge has no tl.dot, and the interpreter's bf16 loads/stores are right."""
-    B, T, K, D = 3, 7, 5, 40
-    if tile == "chunked":  # force the two-walk path: D = 40 in chunks of 16
-        monkeypatch.setattr(krm, "_SINGLE_TILE", 64)
-        B = 2
-    (y, alpha, grads), (y_ref, a_ref, ref_grads) = _run_merge(B, T, K, D, dtype, "cpu", with_mask)
-    assert y.dtype == dtype and y.is_contiguous() and alpha.dtype == torch.float32
-    assert_close(y, y_ref, dtype, "y")
-    assert_close(alpha, a_ref, torch.float32, "alpha")
-    for g, r, name in zip(grads, ref_grads, ("dx_st", "dx_ts", "dweight", "dbias")):
-        # Router grads are fp32 sums of fp32 math on dtype inputs: held to the input dtype's tolerance.
-        assert_close(g, r, dtype, name)
-
-
-def test_routed_merge_gradient_through_alpha_only():
-    gen = torch.Generator().manual_seed(1)
-    B, T, K, D = 2, 5, 3, 16
-    ins = [torch.randn(B, T, K, D, generator=gen), torch.randn(B, T, K, D, generator=gen),
-           torch.randn(K, 2, 2 * D, generator=gen), torch.randn(K, 2, generator=gen)]
-    ins = [t.requires_grad_() for t in ins]
-    _, alpha = routed_merge(*ins, backend="triton")
-    grads = torch.autograd.grad(alpha[..., 0].square().sum(), ins)
-    ref_ins = [t.detach().double().requires_grad_() for t in ins]
-    ref_grads = torch.autograd.grad(reference.routed_merge(*ref_ins)[1][..., 0].square().sum(), ref_ins)
-    for g, r in zip(grads, ref_grads):
-        assert_close(g, r, torch.float32, "grad through alpha")
-
-
-def test_routed_merge_is_deterministic():
-    runs = [_run_merge(3, 7, 5, 40, torch.float16, "cpu", True, seed=5)[0] for _ in range(2)]
-    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
-    for a, b in zip(runs[0][2], runs[1][2]):
-        assert torch.equal(a, b)
+# (the kernel against the reference: the backend-parametrised tests of tests/test_routed_merge.py; here
+# only its second tiling, which their sizes do not reach)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_routed_merge_chunked_tiles(dtype, monkeypatch):
+    """The two-walk path of the kernel ([T, D] tile beyond ``_SINGLE_TILE``): D = 40 in chunks of 16."""
+    monkeypatch.setattr(krm, "_SINGLE_TILE", 64)
+    assert not krm.launch_config(7, 40)["SINGLE"]
+    check_routed_merge("triton", 2, 7, 5, 40, dtype, "cpu", layout="strided")
 
 
 # ------------------------------------------------------------------ backend protocol
@@ -214,6 +95,7 @@ def test_unsupported_reasons(monkeypatch):
     assert "K <= 16" in tb.unsupported_reason("entity_attention", cpu, torch.float32, {**ok, "K": MAX_K + 1})
     assert "T <= 64" in tb.unsupported_reason("routed_merge", cpu, torch.float32, dict(B=1, T=MAX_T + 1, K=2, D=8))
     assert "Dh <= 128" in tb.unsupported_reason("entity_attention", cpu, torch.float32, {**ok, "Dh": MAX_DH + 1})
+    assert "P <= 64" in tb.unsupported_reason("entity_attention", cpu, torch.float32, {**ok, "P": 65})
     q = torch.randn(1, 1, MAX_T + 1, 2, 1, 8)
     with pytest.raises(NotImplementedError, match="T <= 64"):
         entity_attention(q, q, q, ("temporal",), backend="triton")
@@ -229,9 +111,9 @@ def test_opcheck_entity_attention_ops():
     ops = torch.ops.mdn_fast_triton
     for m in (None, mask):
         torch.library.opcheck(ops.entity_attention, (q, k, v, [0, 1], m, 0.3))
-    _, lse = ops.entity_attention(q.detach(), k.detach(), v.detach(), [1, 0], mask, 0.3)
+    _, lse2 = ops.entity_attention(q.detach(), k.detach(), v.detach(), [1, 0], mask, 0.3)
     do = torch.randn(P, B, T, K, H, Dh, generator=gen)
-    torch.library.opcheck(ops.entity_attention_backward, (do, q.detach(), k.detach(), v.detach(), lse, [1, 0],
+    torch.library.opcheck(ops.entity_attention_backward, (do, q.detach(), k.detach(), v.detach(), lse2, [1, 0],
                                                           mask, 0.3))
 
 
@@ -249,28 +131,6 @@ def test_opcheck_routed_merge_ops():
     dy, da = torch.randn(B, T, K, D, generator=gen), torch.randn(B, K, 2, generator=gen)
     torch.library.opcheck(ops.routed_merge_backward, (dy, da, xs.detach(), xt.detach(), w.detach(),
                                                       alpha.detach(), 0.7, mask))
-
-
-def test_torch_compile_fullgraph_through_both_ops():
-    """Under the interpreter the ops stay whole in the graph (their kernels cannot be traced); fullgraph
-    compile of forward + backward through both must still give eager's gradients (aot_eager backend:
-    the inductor path for compiled kernels is checked by the gpu test below)."""
-    gen = torch.Generator().manual_seed(6)
-    P, B, T, K, H, Dh = 2, 2, 5, 3, 2, 8
-    packed = torch.randn(B, T, K, P, 3, H, Dh, generator=gen, requires_grad=True)
-    w = torch.randn(K, 2, 2 * H * Dh, generator=gen, requires_grad=True)
-    b = torch.randn(K, 2, generator=gen, requires_grad=True)
-    mask = holey_mask(B, T, K, "cpu", gen)
-
-    def f(packed, w, b):
-        o = entity_attention(*_qkv(packed), AXES[0], mask=mask, backend="triton").flatten(-2)
-        y, alpha = routed_merge(o[0], o[1], w, b, mask=mask, backend="triton")
-        return y.square().sum() + alpha[..., 0].sum()
-
-    eager = torch.autograd.grad(f(packed, w, b), (packed, w, b))
-    got = torch.autograd.grad(torch.compile(f, fullgraph=True, backend="aot_eager")(packed, w, b), (packed, w, b))
-    for g, e in zip(got, eager):
-        assert torch.equal(g, e)
 
 
 # ------------------------------------------------------------------ compiles for real GPUs (no GPU needed)
@@ -352,23 +212,11 @@ def test_kernels_compile_for_gpus():
 # ------------------------------------------------------------------ GPU only
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
-@pytest.mark.parametrize("axes", AXES[:2], ids=["st", "ts"])
-def test_entity_attention_cuda(dtype, axes):
-    for P, B, T, K, H, Dh in ((2, 2, 7, 5, 2, 24), (2, 32, 8, 6, 8, 32), (2, 2, MAX_T, MAX_K, 2, MAX_DH)):
-        out, g, ref, g_ref, _ = _run_attention(P, B, T, K, H, Dh, axes, dtype, "cuda", True)
-        assert_close(out, ref, dtype, "o")
-        assert_close(g, g_ref, dtype, "d(q, k, v)")
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
-@pytest.mark.parametrize("D", [40, 256, 2048])
-def test_routed_merge_cuda(dtype, D):
-    (y, alpha, grads), (y_ref, a_ref, ref_grads) = _run_merge(16, 8, 6, D, dtype, "cuda", True)
-    assert_close(y, y_ref, dtype, "y")
-    assert_close(alpha, a_ref, torch.float32, "alpha")
-    for g, r in zip(grads, ref_grads):
-        assert_close(g, r, dtype, "grad")
+@pytest.mark.parametrize("D", [256, 2048])
+def test_routed_merge_cuda_both_tilings(dtype, D):
+    """The [T, D] tile in registers (D = 256) and chunked (D = 2048) at the paper's T, K."""
+    assert krm.launch_config(8, D)["SINGLE"] == (D == 256)
+    check_routed_merge("triton", 16, 8, 6, D, dtype, "cuda")
 
 
 @pytest.mark.gpu
@@ -392,11 +240,13 @@ def test_compile_fullgraph_cuda():
     w = torch.randn(K, 2, 2 * D, device="cuda", requires_grad=True)
     b = torch.randn(K, 2, device="cuda", requires_grad=True)
     mask = torch.rand(B, T, K, device="cuda") > 0.2
+    ga = torch.randn(B, K, 2, device="cuda")
 
     def f(packed, xs, w, b):
         o = entity_attention(*_qkv(packed), ("spatial", "temporal"), mask=mask, backend="triton")
         y, alpha = routed_merge(xs + o[0].flatten(-2)[..., :D], xs, w, b, mask=mask, backend="triton")
-        return y.float().square().sum() + alpha.sum()
+        # alpha weighted by random numbers: its rows sum to 1, so alpha.sum() would have zero gradient
+        return y.float().square().sum() + (alpha * ga).sum()
 
     eager = torch.autograd.grad(f(packed, xs, w, b), (packed, xs, w, b))
     compiled = torch.compile(f, fullgraph=True)

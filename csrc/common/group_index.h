@@ -10,13 +10,14 @@
 
 #include <cstdint>
 
+#include "limits.h"
 #include "mdn_hd.h"
 
 namespace mdn {
 
 enum Axis : int { kSpatial = 0, kTemporal = 1 };
 
-constexpr int kMaxPaths = 64;  // the axis bit mask is a uint64_t
+static_assert(kMaxPaths <= 64, "the axis bit mask is a uint64_t");
 
 MDN_HD int path_axis(uint64_t temporal_bits, int p) { return static_cast<int>((temporal_bits >> p) & 1u); }
 

@@ -6,12 +6,9 @@
 
 #include "dtype.h"
 #include "group_index.h"
+#include "limits.h"  // largest sizes the kernels take: kMaxK, kMaxT, kMaxDh, kMaxPaths (from mdn_fast/_limits.py)
 
 namespace mdn {
-
-// Largest sizes the kernels take (mirrors mdn_fast/_limits.py: MAX_K, MAX_T, MAX_DH).
-constexpr int kMaxMembers = 64;  // members of one attention group: max(MAX_K = 16, MAX_T = 64)
-constexpr int kMaxDh = 128;
 
 struct EntityAttentionShape {
   int P;

@@ -447,8 +447,8 @@ template <typename Args> int run(const Args& a, const ParallelFor& pf, RangeFn<A
 }
 
 bool sizes_ok(const EntityAttentionShape& s) {
-  return s.P >= 1 && s.P <= kMaxPaths && s.Dh >= 1 && s.Dh <= kMaxDh && s.T >= 1 && s.T <= kMaxMembers &&
-         s.K >= 1 && s.K <= kMaxMembers && s.B >= 1 && s.H >= 1;
+  return s.P >= 1 && s.P <= kMaxPaths && s.Dh >= 1 && s.Dh <= kMaxDh && s.T >= 1 && s.T <= kMaxT &&
+         s.K >= 1 && s.K <= kMaxK && s.B >= 1 && s.H >= 1;
 }
 
 }  // namespace

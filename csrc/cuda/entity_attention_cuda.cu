@@ -194,8 +194,8 @@ template <typename T> __global__ void bwd_kernel(EntityAttentionBwdArgs a) {
 }
 
 bool sizes_ok(const EntityAttentionShape& s) {
-  return s.P >= 1 && s.P <= kMaxPaths && s.Dh >= 1 && s.Dh <= kMaxDh && s.T >= 1 && s.T <= kMaxMembers &&
-         s.K >= 1 && s.K <= kMaxMembers && s.B >= 1 && s.H >= 1 && s.H <= 65535;
+  return s.P >= 1 && s.P <= kMaxPaths && s.Dh >= 1 && s.Dh <= kMaxDh && s.T >= 1 && s.T <= kMaxT &&
+         s.K >= 1 && s.K <= kMaxK && s.B >= 1 && s.H >= 1 && s.H <= 65535;
 }
 
 // Launch shape: one block per (task, head); as many warps as the largest group has members, at most 8.

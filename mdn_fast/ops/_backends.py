@@ -6,6 +6,9 @@ A backend is a module exposing
 - one callable per op, taking arguments already validated by ``_checks``:
   ``entity_attention(q, k, v, axes, mask, scale)``, ``routed_merge(x_st, x_ts, weight, bias, tau, mask)``.
 Backends add only their launch; checks, shapes and limits live in ``_checks`` and ``_limits``.
+
+"Can backend X run this?" has one answer, ``unsupported_reason(backend, op, device, dtype, sizes)``
+(``supports`` is its boolean form): dispatch, the tests and the benchmarks all ask it.
 """
 from __future__ import annotations
 
@@ -60,12 +63,35 @@ def check_backend_name(backend) -> None:
         raise ValueError(f"backend: expected one of {VALID}, got {backend!r}")
 
 
+def unsupported_reason(backend: str, op: str, device, dtype: torch.dtype, sizes: dict) -> str | None:
+    """Why ``backend`` cannot run ``op`` on these inputs here (None when it can): not available at all
+    (not built, not installed), or it refuses this device, dtype or sizes.
+
+    Args:
+        backend: a name of ``BACKENDS``; op: ``"entity_attention"`` or ``"routed_merge"``;
+        device: a ``torch.device`` or its string; dtype: the inputs' dtype;
+        sizes: ``{"P", "B", "T", "K", "H", "Dh"}`` for entity_attention, ``{"B", "T", "K", "D"}`` for
+            routed_merge (extra keys are ignored).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    why = unavailable_reason(backend)
+    if why:
+        return why
+    return _module(backend).unsupported_reason(op, torch.device(device), dtype, sizes)
+
+
+def supports(backend: str, op: str, device, dtype: torch.dtype, sizes: dict) -> bool:
+    """Whether ``backend`` can run ``op`` on these inputs here (``unsupported_reason`` is None)."""
+    return unsupported_reason(backend, op, device, dtype, sizes) is None
+
+
 def resolve(op: str, backend: str, x: torch.Tensor, sizes: dict):
     """The backend module to run ``op`` on these inputs. A named backend that cannot run them raises
     with its reason; ``"auto"`` takes the first in ``_AUTO_ORDER`` that can."""
     check_backend_name(backend)
     if backend != "auto":
-        why = unavailable_reason(backend) or _module(backend).unsupported_reason(op, x.device, x.dtype, sizes)
+        why = unsupported_reason(backend, op, x.device, x.dtype, sizes)
         if why:
             raise NotImplementedError(f"backend={backend!r} cannot run {op} here: {why}. "
                                       f"Use backend='auto' or 'reference'.")
@@ -73,6 +99,6 @@ def resolve(op: str, backend: str, x: torch.Tensor, sizes: dict):
     forced = os.environ.get("MDN_FAST_BACKEND")  # test/benchmark hook: force "auto" to one backend
     order = (forced,) if forced in BACKENDS else _AUTO_ORDER.get(x.device.type, ("reference",))
     for name in order + ("reference",):
-        if unavailable_reason(name) is None and not _module(name).unsupported_reason(op, x.device, x.dtype, sizes):
+        if supports(name, op, x.device, x.dtype, sizes):
             return _module(name)
     raise AssertionError("unreachable: the reference backend accepts every valid input")

@@ -4,14 +4,19 @@ CUDA, CUDA kernels, registered as the torch ops ``torch.ops.mdn_fast.*``.
 Ops (schemas in csrc/ops.cpp):
 - ``entity_attention_fwd(q, k, v, axes: int[], mask, scale) -> (out, lse)``: q, k, v ``[P, B, T, K, H, Dh]``
   any strides; axes 0 = spatial, 1 = temporal; out contiguous in q's dtype; lse ``[P, B, T, K, H]`` in the
-  accumulation dtype (the backward's saved softmax statistics).
+  accumulation dtype: the natural-log log-sum-exp of each query's scaled scores, ``-inf`` for a query
+  whose group has no present key (the backward's saved softmax statistics; the Triton backend's differs:
+  base 2, named ``lse2`` there).
 - ``entity_attention_bwd(grad_out, q, k, v, lse, axes, mask, scale) -> (dq, dk, dv)``.
 - ``routed_merge_fwd(x_st, x_ts, weight, bias, tau, mask) -> (y, alpha)``: weight ``[K, 2, 2D]`` and bias
   ``[K, 2]`` in the accumulation dtype (this wrapper casts them; autograd casts the gradients back).
 - ``routed_merge_bwd(grad_y, grad_alpha, x_st, x_ts, weight, alpha, tau, mask) -> (dx_st, dx_ts, dweight, dbias)``.
-- ``build_info() -> str``: ``key=value`` lines: ``cpu=1``, ``cuda=0|1``, ``cuda_archs=8.0;9.0+PTX``, ``openmp=0|1``.
+- ``build_info() -> str``: ``key=value`` lines: ``cpu=1``, ``cuda=0|1``, ``cuda_archs=8.0;9.0+PTX``, ``openmp=0|1``,
+  and the limits compiled in (``max_k``, ``max_t``, ``max_dh``, ``max_paths``: those of ``mdn_fast._limits``).
+  Sizes beyond them are refused by the ops themselves (a direct ``torch.ops`` call included).
 
-The forward ops carry fake (meta) implementations and ``register_autograd`` wiring, so they work under
+The forward ops carry fake (meta) implementations and the shared autograd wiring (``ops._autograd``), so
+they work under
 autograd, ``torch.compile`` and ``torch.library.opcheck``. Outputs are NaN-filled under
 ``MDN_FAST_POISON=1`` (the C++ side follows ``mdn_fast._debug.new_output``).
 
@@ -26,10 +31,9 @@ import os
 
 import torch
 
-from .._limits import acc_dtype, fused_size_reason
+from .._limits import AXES, acc_dtype, fused_size_reason
+from ._autograd import register_entity_attention_autograd, register_routed_merge_autograd
 
-_AXIS_CODE = {"spatial": 0, "temporal": 1}
-_MAX_PATHS = 64  # csrc/common/group_index.h: kMaxPaths (the axes travel as a 64-bit mask)
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
@@ -84,9 +88,7 @@ def unsupported_reason(op, device, dtype, sizes) -> str | None:
     if dtype not in _DTYPES:
         return f"dtype {dtype} is not supported (float32, float16, bfloat16, float64)"
     if op == "entity_attention":
-        if sizes.get("P", 1) > _MAX_PATHS:
-            return f"P = {sizes['P']} paths exceeds the kernels' limit P <= {_MAX_PATHS}"
-        return fused_size_reason(sizes["T"], sizes["K"], sizes.get("Dh"))
+        return fused_size_reason(sizes["T"], sizes["K"], sizes.get("Dh"), sizes.get("P"))
     if op == "routed_merge":
         return None
     return f"unknown op {op!r}"
@@ -94,7 +96,7 @@ def unsupported_reason(op, device, dtype, sizes) -> str | None:
 
 def entity_attention(q, k, v, axes, mask, scale):
     """``[P, B, T, K, H, Dh]`` -> ``[P, B, T, K, H, Dh]`` (contiguous, q's dtype); arguments already checked."""
-    codes = [_AXIS_CODE[a] for a in axes]
+    codes = [AXES.index(a) for a in axes]
     return torch.ops.mdn_fast.entity_attention_fwd(q, k, v, codes, mask, float(scale))[0]
 
 
@@ -132,36 +134,8 @@ def _register() -> None:
         return (x_st.new_empty(x_st.shape), x_st.new_empty(x_st.shape), weight.new_empty(weight.shape),
                 weight.new_empty((K, 2)))
 
-    def _ea_setup(ctx, inputs, output):
-        q, k, v, axes, mask, scale = inputs
-        _, lse = output
-        ctx.save_for_backward(q, k, v, lse, mask)
-        ctx.axes, ctx.scale = list(axes), scale
-        ctx.mark_non_differentiable(lse)  # softmax statistics, not a result
-
-    def _ea_backward(ctx, grad_out, _grad_lse):
-        q, k, v, lse, mask = ctx.saved_tensors
-        if grad_out is None:
-            grad_out = torch.zeros_like(q)
-        dq, dk, dv = torch.ops.mdn_fast.entity_attention_bwd(grad_out, q, k, v, lse, ctx.axes, mask, ctx.scale)
-        return dq, dk, dv, None, None, None
-
-    def _rm_setup(ctx, inputs, output):
-        x_st, x_ts, weight, bias, tau, mask = inputs
-        _, alpha = output
-        ctx.save_for_backward(x_st, x_ts, weight, alpha, mask)
-        ctx.tau = tau
-
-    def _rm_backward(ctx, grad_y, grad_alpha):
-        x_st, x_ts, weight, alpha, mask = ctx.saved_tensors
-        if grad_y is None:
-            grad_y = torch.zeros_like(x_st)
-        dx_st, dx_ts, dw, db = torch.ops.mdn_fast.routed_merge_bwd(grad_y, grad_alpha, x_st, x_ts, weight, alpha,
-                                                                   ctx.tau, mask)
-        return dx_st, dx_ts, dw, db, None, None
-
-    torch.library.register_autograd(lib + "entity_attention_fwd", _ea_backward, setup_context=_ea_setup)
-    torch.library.register_autograd(lib + "routed_merge_fwd", _rm_backward, setup_context=_rm_setup)
+    register_entity_attention_autograd(lib + "entity_attention_fwd", torch.ops.mdn_fast.entity_attention_bwd)
+    register_routed_merge_autograd(lib + "routed_merge_fwd", torch.ops.mdn_fast.routed_merge_bwd)
 
 
 if _LOAD_ERROR is None:

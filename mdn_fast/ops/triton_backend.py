@@ -2,10 +2,15 @@
 
 Ops (namespace ``mdn_fast_triton``), each a ``torch.library.triton_op`` whose Python body allocates its
 outputs and launches through ``wrap_triton`` (so its fake impl is the same body, traced, and
-``torch.compile`` sees the kernels), with ``register_autograd`` pointing at a backward op:
-- ``entity_attention(q, k, v, int[] axes, Tensor? mask, float scale) -> (o, lse)``; axes: 0 spatial,
-  1 temporal; ``o [P, B, T, K, H, Dh]`` contiguous in q's dtype, ``lse [P, B, T, K, H]`` float32 (base 2).
-- ``entity_attention_backward(do, q, k, v, lse, axes, mask, scale) -> (dq, dk, dv)``, contiguous.
+``torch.compile`` sees the kernels), with autograd wired to a backward op by the helpers of
+``ops._autograd`` that the C++ backend uses too:
+- ``entity_attention(q, k, v, int[] axes, Tensor? mask, float scale) -> (o, lse2)``; axes: 0 spatial,
+  1 temporal; ``o [P, B, T, K, H, Dh]`` contiguous in q's dtype; ``lse2 [P, B, T, K, H]`` float32, the
+  kernels' softmax statistic: the **base-2** log-sum-exp of each query's scaled scores, ``+inf`` for a
+  query whose group has no present key (so ``exp2(s - lse2)`` is 0 there). It is named ``lse2``, not
+  ``lse``, because the C++ backend's ``lse`` is the natural-log one (``-inf`` for empty groups); both are
+  internal to their backward (non-differentiable, never returned by the public op).
+- ``entity_attention_backward(do, q, k, v, lse2, axes, mask, scale) -> (dq, dk, dv)``, contiguous.
 - ``routed_merge(x_st, x_ts, weight, bias, float tau, Tensor? mask) -> (y, alpha)``.
 - ``routed_merge_backward(dy, dalpha, x_st, x_ts, weight, alpha, float tau, mask) -> (dx_st, dx_ts,
   dweight, dbias)``.
@@ -26,6 +31,7 @@ import torch
 
 from .._debug import new_output
 from .._limits import AXES, fused_size_reason
+from ._autograd import register_entity_attention_autograd, register_routed_merge_autograd
 
 try:
     import triton  # noqa: F401
@@ -67,7 +73,7 @@ def unsupported_reason(op: str, device, dtype, sizes: dict) -> str | None:
         return unavailable_reason()
     if dtype not in _SUPPORTED_DTYPES:
         return f"dtype {dtype} is not supported by the Triton kernels (float32, float16, bfloat16)"
-    why = fused_size_reason(sizes["T"], sizes["K"], sizes.get("Dh"))
+    why = fused_size_reason(sizes["T"], sizes["K"], sizes.get("Dh"), sizes.get("P"))
     if why:
         return why
     device = torch.device(device)
@@ -136,20 +142,20 @@ if _IMPORT_ERROR is None:
                              mask: Optional[torch.Tensor], scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         P, B, T, K, H, Dh = q.shape
         o = new_output((P, B, T, K, H, Dh), q.dtype, q.device)
-        lse = new_output((P, B, T, K, H), torch.float32, q.device)
+        lse2 = new_output((P, B, T, K, H), torch.float32, q.device)
         cfg = _ea.launch_config(T, K, Dh, axes, q.dtype == torch.float32)
         m_arg, m_str = _mask_arg(mask, q)
         grid = (B * H * cfg["NGB"], P)
-        _launch(_ea.ea_fwd_kernel, grid, q, k, v, o, lse, m_arg,
-                *_strides(q), *_strides(k), *_strides(v), *_strides(o), *_strides(lse), *m_str,
+        _launch(_ea.ea_fwd_kernel, grid, q, k, v, o, lse2, m_arg,
+                *_strides(q), *_strides(k), *_strides(v), *_strides(o), *_strides(lse2), *m_str,
                 T, K, H, Dh, cfg["NGB"], cfg["axes_bits"], scale * _ea.LOG2E,
                 HAS_MASK=mask is not None, BLOCK_R=cfg["BLOCK_R"], BLOCK_D=cfg["BLOCK_D"],
                 DOT_PREC=cfg["DOT_PREC"], num_warps=cfg["num_warps"])
-        return o, lse
+        return o, lse2
 
     @triton_op("mdn_fast_triton::entity_attention_backward", mutates_args=())
     def _entity_attention_backward_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                                      lse: torch.Tensor, axes: list[int],
+                                      lse2: torch.Tensor, axes: list[int],
                                       mask: Optional[torch.Tensor], scale: float
                                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         P, B, T, K, H, Dh = q.shape
@@ -157,29 +163,15 @@ if _IMPORT_ERROR is None:
         cfg = _ea.launch_config(T, K, Dh, axes, q.dtype == torch.float32)
         m_arg, m_str = _mask_arg(mask, q)
         grid = (B * H * cfg["NGB"], P)
-        _launch(_ea.ea_bwd_kernel, grid, q, k, v, do, lse, m_arg, dq, dk, dv,
+        _launch(_ea.ea_bwd_kernel, grid, q, k, v, do, lse2, m_arg, dq, dk, dv,
                 *_strides(q), *_strides(k), *_strides(v), *_strides(do), *_strides(dq),
-                *_strides(lse), *m_str,
+                *_strides(lse2), *m_str,
                 T, K, H, Dh, cfg["NGB"], cfg["axes_bits"], scale * _ea.LOG2E, scale,
                 HAS_MASK=mask is not None, BLOCK_R=cfg["BLOCK_R"], BLOCK_D=cfg["BLOCK_D"],
                 DOT_PREC=cfg["DOT_PREC"], num_warps=cfg["num_warps"])
         return dq, dk, dv
 
-    def _ea_setup_context(ctx, inputs, output):
-        q, k, v, axes, mask, scale = inputs
-        _, lse = output
-        ctx.save_for_backward(q, k, v, lse, mask)
-        ctx.axes, ctx.scale = axes, scale
-
-    def _ea_backward(ctx, do, dlse):
-        # lse is an internal by-product: its gradient is ignored (nothing downstream uses it).
-        q, k, v, lse, mask = ctx.saved_tensors
-        if do is None:
-            return None, None, None, None, None, None
-        dq, dk, dv = _entity_attention_backward_op(do, q, k, v, lse, ctx.axes, mask, ctx.scale)
-        return dq, dk, dv, None, None, None
-
-    _entity_attention_op.register_autograd(_ea_backward, setup_context=_ea_setup_context)
+    register_entity_attention_autograd(_entity_attention_op, _entity_attention_backward_op)
     _keep_opaque_under_interpreter(_entity_attention_op)
     _keep_opaque_under_interpreter(_entity_attention_backward_op)
 
@@ -221,23 +213,7 @@ if _IMPORT_ERROR is None:
         dbias = dlogits.sum(dim=0).to(weight.dtype)
         return dx_st, dx_ts, dweight, dbias
 
-    def _rm_setup_context(ctx, inputs, output):
-        x_st, x_ts, weight, bias, tau, mask = inputs
-        _, alpha = output
-        ctx.save_for_backward(x_st, x_ts, weight, alpha, mask)
-        ctx.tau, ctx.bias_dtype = tau, bias.dtype
-
-    def _rm_backward(ctx, dy, dalpha):
-        x_st, x_ts, weight, alpha, mask = ctx.saved_tensors
-        if dy is None:
-            dy = torch.zeros_like(x_st)
-        if dalpha is None:
-            dalpha = torch.zeros_like(alpha)
-        dx_st, dx_ts, dweight, dbias = _routed_merge_backward_op(dy, dalpha, x_st, x_ts, weight, alpha,
-                                                                 ctx.tau, mask)
-        return dx_st, dx_ts, dweight, dbias.to(ctx.bias_dtype), None, None
-
-    _routed_merge_op.register_autograd(_rm_backward, setup_context=_rm_setup_context)
+    register_routed_merge_autograd(_routed_merge_op, _routed_merge_backward_op)
     _keep_opaque_under_interpreter(_routed_merge_op)
     _keep_opaque_under_interpreter(_routed_merge_backward_op)
 
