@@ -68,7 +68,7 @@ class DataWait:
     def line(self) -> str:
         per = 1e3 / max(1, self.steps)
         return (f"  data time {self.wait_s:.2f} s  step time {self.step_s:.2f} s  {100 * self.waiting:.0f}% waiting "
-                f"for data  ({self.steps} steps: {self.wait_s * per:.0f} ms data + {self.step_s * per:.0f} ms step "
+                f"for data  ({self.steps} step{'s' if self.steps != 1 else ''}: {self.wait_s * per:.0f} ms data + {self.step_s * per:.0f} ms step "
                 f"each; first batch {self.first_s:.2f} s)")
 
 
