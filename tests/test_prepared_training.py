@@ -246,3 +246,12 @@ def test_prepare_videos_command(release, tmp_path, capsys):
     assert "1 failed" in out and "failed: broken.mp4:" in out
     assert main(["prepare-videos", str(tmp_path / "nope"), str(dst), "--no-progress"]) == 1
     assert "mdn-fast prepare-videos: error:" in capsys.readouterr().err
+
+
+def test_prepared_dataset_pickles(release, prepared):
+    """DataLoader workers started by spawn receive the dataset pickled: the manifest travels with it."""
+    import pickle
+    ds = _dataset(release, train=False, prepared=prepared)
+    copy = pickle.loads(pickle.dumps(ds))
+    assert copy.original_size("c0002.mp4") == (H, W)
+    assert torch.equal(copy[1]["frames"], ds[1]["frames"])

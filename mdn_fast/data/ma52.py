@@ -517,13 +517,16 @@ class MA52Dataset(torch.utils.data.Dataset):
         excluded = {clip_key(n) for n in exclude}
         self.bad_clips: list[tuple[str, int, str]] = []
         keep = []
+        # the original size of a prepared clip is read for its frames, or for OpenPose JSON (no img_shape)
+        needs_size = self.use_rgb or (self.pose is not None and not isinstance(self.pose, PosePickle))
         for name, label, line in entries:
             if clip_key(name) in excluded:
                 continue
             reason = self.pose.problem(name, split) if self.pose is not None else None
             if reason is None and self.use_rgb and not resolve_video(self.video_dir, name).is_file():
                 reason = f"video file {str(resolve_video(self.video_dir, name))!r} does not exist"
-            if reason is None and self.prepared is not None and resolve_video(self.video_dir, name).is_file():
+            if (reason is None and self.prepared is not None and needs_size
+                    and resolve_video(self.video_dir, name).is_file()):
                 try:   # a prepared clip without manifest entry: its keypoints could not be mapped
                     self.original_size(name)
                 except KeyError as e:
