@@ -91,7 +91,7 @@ def test_builtin_entries():
 
 @pytest.mark.parametrize("kw, message", [
     (dict(epochs=0), "epochs: expected >= 1, got 0"),
-    (dict(workers=-1), "workers: expected >= 0, got -1"),
+    (dict(workers=-2), "workers: expected >= -1, got -2"),
     (dict(grad_clip=math.nan), "grad_clip: expected a finite number, got nan"),
     (dict(warmup_epochs=math.inf), "warmup_epochs: expected a finite number, got inf"),
     (dict(lr=math.nan), "lr: expected a finite number, got nan"),

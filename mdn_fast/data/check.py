@@ -172,23 +172,25 @@ def _video_info(path: Path):
 
 def check_dataset(name: str, root, splits=None, *, modality: str = "rgb+pose", lists=None, videos=None,
                   pose=None, layout: str | None = None, check_videos: bool = True,
-                  progress: bool = True) -> Report:
+                  progress: bool = True, prepared=None) -> Report:
     """Scan the release of dataset ``name`` (``"ma52"`` or ``"imigue"``) under ``root``.
 
     splits: default ``("train", "val", "test")`` (iMiGUE: the splits found). modality (MA-52): which
     parts are required (``"pose"`` needs no videos, ``"rgb"`` no pose). lists/videos/pose: as
-    ``MA52Dataset``. check_videos: open every video (needs PyAV; else existence only).
+    ``MA52Dataset``. check_videos: open every video (needs PyAV; else existence only). prepared (MA-52):
+    the prepared copy of the videos (``MA52Dataset(prepared=)``): those are checked, and each needs an
+    entry in its manifest (the original size its keypoints are mapped through).
     """
     if name == "ma52":
         return _check_ma52(Path(root), tuple(splits or _ma52.SPLITS), modality, lists, videos, pose,
-                           layout or "coco18_hands28", check_videos, progress)
+                           layout or "coco18_hands28", check_videos, progress, prepared)
     if name == "imigue":
         return _check_imigue(Path(root), splits, progress)
     raise ValueError(f"name: expected 'ma52' or 'imigue', got {name!r}")
 
 
 # ------------------------------------------------------------------------------------------ MA-52
-def _check_ma52(root, splits, modality, lists, videos, pose, layout, check_videos, progress) -> Report:
+def _check_ma52(root, splits, modality, lists, videos, pose, layout, check_videos, progress, prepared=None) -> Report:
     rep = Report("ma52", str(root))
     lay = get_layout(layout)
     if modality not in _ma52.MODALITIES:
@@ -315,7 +317,8 @@ def _check_ma52(root, splits, modality, lists, videos, pose, layout, check_video
         vdir = None
         try:
             vdir = _ma52.find_video_dir(root, split, videos, first_clip=entries[0][0])
-            sr.files["videos"] = str(vdir)
+            vdir, manifest = _ma52.resolve_prepared(vdir, prepared, root=root)
+            sr.files["videos"] = str(vdir) + (" (prepared)" if manifest is not None else "")
         except FileNotFoundError as e:
             rep.add(ERROR if need_video else INFO, split, videos or root, None, None, str(e),
                     "refuse_split" if need_video else "optional")
@@ -329,6 +332,15 @@ def _check_ma52(root, splits, modality, lists, videos, pose, layout, check_video
                     else:
                         sr.counts["videos_missing"] += 1
                     continue
+                if manifest is not None:
+                    try:
+                        orig_hw = manifest.original_size(vp.relative_to(vdir).as_posix())
+                    except KeyError as e:
+                        rep.add(ERROR if need_video else WARNING, split, lst, line, clip, e.args[0],
+                                "refuse_clip" if need_video else "optional")
+                        if need_video:
+                            bad_clips.add(clip)
+                        continue
                 if not (check_videos and have_av):
                     sr.counts["videos_found"] += 1
                     continue
@@ -343,6 +355,8 @@ def _check_ma52(root, splits, modality, lists, videos, pose, layout, check_video
                 sr.counts["videos_ok"] += 1
                 sr.frames.append(n)
                 sr.sizes[(w, h)] += 1
+                if manifest is not None:       # keypoints refer to the original video's size
+                    h, w = orig_hw
                 if clip in pose_shapes:
                     shape, tp = pose_shapes[clip]
                     if shape is not None and tuple(shape) != (h, w):

@@ -32,8 +32,14 @@ Keypoint sources:
 - OpenPose JSON: ``<folder>/<clip name without extension>/*.json``, one file per frame
   (``mdn_fast.data.openpose_json``).
 Pose frames are matched to video frames proportionally when the two counts differ; keypoints are scaled
-from the pickle's ``img_shape`` to the decoded frame size when the two differ (resized videos). Keypoints go
+from the pickle's ``img_shape`` to the video's size when the two differ (resized videos). Keypoints go
 through exactly the crop/resize of the frames (``mdn_fast.data.video``): they come out in 224x224 pixels.
+
+Prepared videos (``mdn_fast.data.prepare_videos``, ``mdn-fast prepare-videos``): smaller twins of the
+clips plus a manifest of each clip's original size. ``MA52Dataset(prepared=DIR)`` reads them (a video
+folder that holds a manifest is read as prepared without it); "the video's size" above is then the
+ORIGINAL size from the manifest: the crop plan is made for it (the same random draws, the same geometry
+as with the original videos) and applied to the smaller frames with ``CropPlan.for_frames``.
 
 Bad clips (a listed clip without pose entry, a malformed entry, a missing video file) are found when the
 dataset is built: by default it refuses them with the file, line and reason (``mdn_fast.data.check``
@@ -51,8 +57,9 @@ from .layouts import get_layout
 # importing layouts_extra registers coco18_hands28 / coco17 / miga22
 from .layouts_extra import HAND_BLOCKS, hand_groups_swapped, swap_hand_groups
 from . import openpose_json, safe_pickle
-from .video import (apply_to_frames, apply_to_keypoints, count_frames, decode_frames, frame_map,
-                    make_crop_plan, tsn_sample_indices)
+from .prepare_videos import resolve_prepared
+from .video import (apply_to_frames, apply_to_keypoints, decode_sampled, frame_map, make_crop_plan,
+                    tsn_sample_indices, video_frame_size)
 
 NUM_CLASSES = 52
 NUM_BODY_CLASSES = 7
@@ -444,6 +451,9 @@ class MA52Dataset(torch.utils.data.Dataset):
     Where the files are (module docstring): found under ``root`` as the release is downloaded;
     ``lists`` (list file or folder), ``videos`` (folder) and ``pose`` (pickle, folder of pickles or of
     OpenPose JSON) override each part. ``list_file`` / ``video_dir`` are older names of the first two.
+    ``prepared``: the output folder of ``prepare_videos`` for these videos (``resolve_prepared``): the
+    clips are decoded from there, keypoints mapped through each clip's original size (its manifest).
+    ``self.prepared`` is that manifest (None for original videos).
 
     hand_order: for layouts with hand blocks (coco18_hands28), ``"auto"`` checks a pose pickle once
     (``hand_groups_swapped``) and swaps the blocks if the data put them the other way round;
@@ -464,7 +474,8 @@ class MA52Dataset(torch.utils.data.Dataset):
     def __init__(self, root, split: str = "train", modality: str = "rgb+pose", layout: str = "coco18_hands28",
                  num_segments: int = 8, train: bool | None = None, *, pose=None, videos=None, lists=None,
                  video_dir=None, list_file=None, hide_labels: bool | None = None, hand_order: str = "auto",
-                 short_side: int = 256, crop_size: int = 224, skip_bad_clips: bool = False, exclude=()):
+                 short_side: int = 256, crop_size: int = 224, skip_bad_clips: bool = False, exclude=(),
+                 prepared=None):
         if modality not in MODALITIES:
             raise ValueError(f"modality: expected one of {MODALITIES}, got {modality!r}")
         if hand_order not in ("auto", "as_is", "swap"):
@@ -491,9 +502,10 @@ class MA52Dataset(torch.utils.data.Dataset):
                                                 and Path(lists).is_dir() else []))
         self.class_names = tuple(read_label_names(names_file)) if names_file is not None else None
         self.use_rgb = modality in ("rgb+pose", "rgb")
-        self.video_dir = None
-        if self.use_rgb or videos is not None:
+        self.video_dir, self.prepared = None, None
+        if self.use_rgb or videos is not None or prepared is not None:
             self.video_dir = find_video_dir(self.root, split, videos, first_clip=entries[0][0])
+            self.video_dir, self.prepared = resolve_prepared(self.video_dir, prepared, root=self.root)
         pose_path = find_pose_source(self.root, split, pose)
         if pose_path is None and modality != "rgb":
             raise FileNotFoundError(
@@ -505,12 +517,20 @@ class MA52Dataset(torch.utils.data.Dataset):
         excluded = {clip_key(n) for n in exclude}
         self.bad_clips: list[tuple[str, int, str]] = []
         keep = []
+        # the original size of a prepared clip is read for its frames, or for OpenPose JSON (no img_shape)
+        needs_size = self.use_rgb or (self.pose is not None and not isinstance(self.pose, PosePickle))
         for name, label, line in entries:
             if clip_key(name) in excluded:
                 continue
             reason = self.pose.problem(name, split) if self.pose is not None else None
             if reason is None and self.use_rgb and not resolve_video(self.video_dir, name).is_file():
                 reason = f"video file {str(resolve_video(self.video_dir, name))!r} does not exist"
+            if (reason is None and self.prepared is not None and needs_size
+                    and resolve_video(self.video_dir, name).is_file()):
+                try:   # a prepared clip without manifest entry: its keypoints could not be mapped
+                    self.original_size(name)
+                except KeyError as e:
+                    reason = e.args[0]
             if reason is None:
                 keep.append((name, label, line))
             else:
@@ -549,17 +569,24 @@ class MA52Dataset(torch.utils.data.Dataset):
     def video_path(self, name) -> Path:
         return resolve_video(self.video_dir, name)
 
+    def original_size(self, name) -> tuple[int, int]:
+        """``(h, w)`` of clip ``name``'s original video: the prepared manifest's entry (the pixel units of
+        the keypoints), else the video header."""
+        if self.prepared is None:
+            return video_frame_size(self.video_path(name))
+        rel = self.video_path(name).relative_to(self.video_dir).as_posix()
+        return self.prepared.original_size(rel)
+
     def __getitem__(self, i: int) -> dict:
         name, label = self.items[i]
         rng = self._rng() if self.train else None
         out: dict = {}
         kp_all = None
         if self.use_rgb:
-            vpath = self.video_path(name)
-            n = count_frames(vpath)
-            idx = tsn_sample_indices(n, self.num_segments, self.train, rng)
-            frames = decode_frames(vpath, idx)
-            h, w = frames.shape[1:3]
+            # one open of the file: frame count, TSN indices (drawn from rng first, as before), decoding
+            frames, idx, n = decode_sampled(self.video_path(name), self.num_segments, self.train, rng)
+            # the size the keypoints and the crop plan refer to: the ORIGINAL video's (prepared: manifest)
+            h, w = self.original_size(name) if self.prepared is not None else frames.shape[1:3]
         else:
             frames = None
         if self.pose is not None:
@@ -571,11 +598,11 @@ class MA52Dataset(torch.utils.data.Dataset):
             if frames is None:
                 idx = tsn_sample_indices(n_pose, self.num_segments, self.train, rng)
                 pidx = idx
-                if shape is None:  # JSON has no frame size: read it from the video header
+                if shape is None:  # JSON has no frame size: the original video's (header or manifest)
                     if self.video_dir is None:
                         raise FileNotFoundError(f"clip {name!r}: OpenPose JSON carries no frame size; pass "
                                                 f"videos=PATH so it can be read from the video")
-                    shape = decode_frames(self.video_path(name), [0]).shape[1:3]
+                    shape = self.original_size(name)
                 h, w = shape
             else:
                 pidx = frame_map(n_pose, n, idx)
@@ -586,6 +613,7 @@ class MA52Dataset(torch.utils.data.Dataset):
                 kp_all = swap_hand_groups(kp_all, self._layout)
         plan = make_crop_plan(h, w, self.train, rng, short_side=self.short_side, out=self.crop_size)
         if frames is not None:
+            plan = plan.for_frames(*frames.shape[1:3])   # prepared: the same crop in the smaller frames
             out["frames"] = apply_to_frames(frames, plan)
         if kp_all is not None:
             out["keypoints"] = torch.from_numpy(apply_to_keypoints(kp_all, plan))

@@ -62,8 +62,10 @@ class TrainConfig:
     resumable ``last.pt`` — for time-limited job slots. ``resume``: a ``last.pt``/``best.pt`` path, or
     ``"auto"`` (``OUT/last.pt`` if it exists, else a fresh start). A seed reproduces a run exactly for a
     given thread count, device and world size.
-    ``lists`` / ``videos`` / ``pose`` / ``skip_bad_clips``: dataset-specific (``DatasetEntry.options``;
-    MA-52): where each part of the release is when not under ``root``, and whether the clips that
+    ``workers``: DataLoader processes; -1 = every core (``mdn_fast.training.loader``: the measured
+    settings). ``lists`` / ``videos`` / ``pose`` / ``prepared_videos`` / ``skip_bad_clips``:
+    dataset-specific (``DatasetEntry.options``; MA-52): where each part of the release is when not under
+    ``root``, the prepared copy of its videos (``mdn-fast prepare-videos``), and whether the clips that
     ``mdn_fast.data.check`` finds unusable are left out (logged) instead of refused. Path options are
     made absolute when a run starts (``absolute_paths``), so a checkpoint's config finds its data from
     any working folder.
@@ -76,6 +78,10 @@ class TrainConfig:
                          "under --root", metavar="PATH", show_default=False, path=True)
     pose: str = option("", "MA-52: a pose pickle, the folder holding MA52_{split}.pkl, or an OpenPose JSON "
                        "folder; unset: found under --root", metavar="PATH", show_default=False, path=True)
+    prepared_videos: str = option("", "MA-52: the folder written by `mdn-fast prepare-videos` from the videos "
+                                  "(smaller twins + a manifest of original sizes): clips are decoded from there, "
+                                  "keypoints mapped through the original sizes; unset: the original videos",
+                                  metavar="DIR", show_default=False, path=True)
     skip_bad_clips: bool = option(False, "MA-52: leave out (and log) the clips that mdn-fast check-data finds "
                                   "unusable, instead of refusing the split", show_default=False)
     val_split: str = option("val", "split evaluated each epoch (default val; iMiGUE's 'valid' is found as 'val')",
@@ -101,7 +107,8 @@ class TrainConfig:
     image_size: int = option(64, "synthetic frame side / MA-52 crop side", min=1)
     seed: int = option(0)
     threads: int = option(0, "torch CPU threads (0: 1 for pose, torch's default for rgb)", min=0)
-    workers: int = option(0, "DataLoader worker processes", min=0)
+    workers: int = option(0, "DataLoader worker processes (-1: one per core, shared by a node's processes)",
+                          min=-1)
     eval_batch_size: int = option(0, "0 = max(per-process batch, 64)", min=0)
     device: str = option("auto", "auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda", show_default=False)
     out: str = option("runs/synthetic", "output folder", path=True)
@@ -186,7 +193,7 @@ def config_from_checkpoint(ckpt: dict, **overrides) -> TrainConfig:
     saved = {k: v for k, v in ckpt.get("train_config", {}).items() if k in known}
     old_root, new_root = saved.get("root"), overrides.get("root")
     if old_root and new_root:
-        for name in ("lists", "videos", "pose"):
+        for name in ("lists", "videos", "pose", "prepared_videos"):
             if saved.get(name) and overrides.get(name) is None:
                 saved[name] = _rebase(saved[name], old_root, new_root)
     saved.update({k: v for k, v in overrides.items() if v is not None})

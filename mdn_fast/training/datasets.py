@@ -52,9 +52,11 @@ def _ma52_spec(class_names=None) -> DatasetSpec:
 
 
 def _ma52_parts(cfg) -> dict:
-    """``lists`` / ``videos`` / ``pose`` of ``MA52Dataset`` and ``check_dataset``: the options, else found
-    under ``root``."""
-    return {k: getattr(cfg, k) or None for k in ("lists", "videos", "pose")}
+    """``lists`` / ``videos`` / ``pose`` / ``prepared`` of ``MA52Dataset`` and ``check_dataset``: the
+    options, else found under ``root`` (``prepared``: None, original videos unless the video folder is a
+    prepared one)."""
+    parts = {k: getattr(cfg, k) or None for k in ("lists", "videos", "pose")}
+    return {**parts, "prepared": cfg.prepared_videos or None}
 
 
 def _ma52_split(cfg, split: str, train: bool):
@@ -126,11 +128,13 @@ def _ma52_predictions(path, ds, logits):
 MA52 = register_dataset(DatasetEntry(
     name="ma52", spec=_ma52_spec, open_split=_ma52_split,
     labels=lambda ds: [-1 if ds.hide_labels else label for _, label in ds.items],
-    options=("lists", "videos", "pose", "skip_bad_clips"), video_files=True, check=_ma52_check,
+    options=("lists", "videos", "pose", "prepared_videos", "skip_bad_clips"), video_files=True, check=_ma52_check,
     write_predictions=_ma52_predictions,
     preset=dict(modality="rgb+pose", epochs=40, batch_size=32, lr=5e-4, weight_decay=0.05, warmup_epochs=2.0,
-                dim=256, heads=8, lambda_mac=1.0, backbone="resnet101", image_size=224, num_clips=0, workers=8,
-                out="runs/ma52")))
+                dim=256, heads=8, lambda_mac=1.0, backbone="resnet101", image_size=224, num_clips=0,
+                # -1: every core a DataLoader worker (divided among a node's processes): decoding is the
+                # input pipeline's cost, and a core left idle is throughput lost (training/loader.py)
+                workers=-1, out="runs/ma52")))
 
 
 # ------------------------------------------------------------------------------------------ iMiGUE

@@ -10,9 +10,11 @@ from .. import distributed as dist_util
 from ..metrics import f1_scores, topk_accuracy
 from .config import TrainConfig, config_from_checkpoint
 from .extras import require_data_extras
+from .loader import loader_options
 from .model import load_checkpoint
+from .precision import float_output, for_inference
 from .registry import build_datasets, get_dataset
-from .steps import forward_loss
+from .steps import batch_loss, forward_loss
 
 
 @torch.no_grad()
@@ -26,10 +28,11 @@ def predict(model, loader, *, device=None, amp: bool = False, ctx=None, indices=
     logits, labels, alphas, loss_sum = [], [], [], 0.0
     for batch in loader:
         labelled = bool((batch["label"] >= 0).all())     # hidden labels (-1): logits only, no loss
-        loss, out = forward_loss(net, batch, device, amp, with_loss=labelled)
+        _, out = forward_loss(net, batch, device, amp, with_loss=False)
+        out = float_output(out)                          # loss and metrics in fp32 (bf16 inference too)
         b = batch["label"].shape[0]
-        loss_sum += float(loss) * b if labelled else float("nan")
-        logits.append(out.logits.float().cpu())
+        loss_sum += float(batch_loss(net, out, batch, device)) * b if labelled else float("nan")
+        logits.append(out.logits.cpu())
         labels.append(batch["label"].cpu())
         alphas.append(out.alpha.float().cpu())
     C = net.head.out_features
@@ -94,12 +97,14 @@ def format_metrics(m: dict) -> str:
 def evaluate_checkpoint(path: str, num_clips: int | None = None, batch_size: int | None = None, *,
                         dataset: str | None = None, root: str | None = None, split: str | None = None,
                         device: str = "auto", log=print, return_predictions: bool = False,
-                        prediction_csv: str | None = None, **data_options):
+                        prediction_csv: str | None = None, dtype: str = "fp32", **data_options):
     """Evaluate a checkpoint on the val split of the dataset it was trained on (synthetic: same seed and
     size unless ``num_clips`` is given; real data: ``root``/``split`` and ``data_options`` — ``lists``,
     ``videos``, ``pose``, ``skip_bad_clips`` — override the saved ones). With ``dataset`` naming another
     dataset, a model that does not fit it is refused (ValueError).
 
+    ``dtype``: ``"fp32"`` or ``"bf16"`` (``mdn_fast.training.precision``: bf16 weights on CPU, autocast on
+    CUDA; metrics in fp32 from the logits).
     ``prediction_csv``: also write the dataset's submission file (MA-52 ``prediction.csv``) there. A split
     whose labels are hidden (the MA-52 test split) is evaluated only then, and reports no metrics:
     ``{"hidden_labels": True, "num_clips", "alpha", "prediction_csv"}``.
@@ -127,11 +132,12 @@ def evaluate_checkpoint(path: str, num_clips: int | None = None, batch_size: int
     model, ckpt = load_checkpoint(path, spec)
     dev = dist_util.resolve_device(device)
     model.to(dev)
+    amp = for_inference(model, dev, dtype) or cfg.amp
     loader = DataLoader(val_set, batch_size=batch_size or cfg.eval_batch_size or max(cfg.batch_size, 64),
-                        num_workers=cfg.workers)
-    pred = predict(model, loader, device=dev, amp=cfg.amp)
+                        **loader_options(cfg.workers, dev))
+    pred = predict(model, loader, device=dev, amp=amp)
     log(f"mdn-fast eval {path}: dataset={cfg.dataset} modality={model.modality} split={cfg.val_split} "
-        f"clips={pred['num_clips']}")
+        f"clips={pred['num_clips']}" + (f" dtype={dtype}" if dtype != "fp32" else ""))
     hidden = bool((pred["labels"] < 0).any())
     if hidden:   # placeholder labels: no metric is meaningful, so none is computed
         m = {"hidden_labels": True, "num_clips": pred["num_clips"], "alpha": pred["alpha"].mean(0).tolist()}

@@ -26,10 +26,12 @@ from torch.utils.data import DataLoader, Subset
 from .. import distributed as dist_util
 from ..nn.micro_dualnet import MicroDualNet
 from .config import TrainConfig
+from .data_wait import DataWait, DataWaitLog
 from .evaluation import evaluate, format_metrics, routing_table
 from .extras import require_data_extras
+from .loader import available_cores, loader_options
 from .model import model_config
-from .registry import DatasetSpec, build_datasets
+from .registry import DatasetSpec, build_datasets, get_dataset, unwrap_subset
 from .run_state import RunState, out_paths, prepare_out, resume, save_epoch, save_model
 from .steps import forward_loss, make_scheduler, seed_everything
 
@@ -60,17 +62,18 @@ def _train(cfg: TrainConfig, ctx, log) -> dict:
     prepare_out(cfg, ctx, log)
     resume(cfg, ctx, run, gen, log)
     log(header(cfg, ctx, data))
-    done = 0
+    log_wait, done = data_wait_log(cfg, data, log), 0
     for epoch in range(run.start, cfg.epochs + 1):
         if cfg.stop_after and done >= cfg.stop_after:
             break
-        train_loss, clips_per_s = train_one_epoch(cfg, ctx, run, data, epoch)
+        train_loss, clips_per_s, wait = train_one_epoch(cfg, ctx, run, data, epoch)
         m = evaluate(run.model, data.val_loader, data.spec.body_of_class, device=ctx.device, amp=cfg.amp, ctx=ctx,
                      indices=data.shard)
         m.update(epoch=epoch, train_loss=train_loss, clips_per_s=clips_per_s, lr=run.opt.param_groups[0]["lr"])
         is_best = run.record(m)
         log(f"epoch {epoch:>2}/{cfg.epochs}  train loss {train_loss:.4f}  {format_metrics(m)}  "
             f"{clips_per_s:.0f} clips/s")
+        log_wait(wait)
         save_epoch(cfg, ctx, run, data.spec, gen, epoch, is_best)
         done += 1
     return finish(cfg, ctx, run, data, done, t_start, log)
@@ -95,7 +98,7 @@ def build_data(cfg: TrainConfig, ctx, gen: torch.Generator) -> Data:
     if cfg.batch_size % W:
         raise ValueError(f"batch_size: the global batch {cfg.batch_size} must split evenly over {W} processes")
     per_rank = cfg.batch_size // W
-    common = dict(num_workers=cfg.workers, pin_memory=ctx.device.type == "cuda")
+    common = loader_options(cfg.workers, ctx.device)      # measured settings: training/loader.py
     if ctx.distributed:
         from torch.utils.data.distributed import DistributedSampler
         sampler = DistributedSampler(train_set, num_replicas=W, rank=ctx.rank, shuffle=True, seed=cfg.seed,
@@ -132,9 +135,10 @@ def build_run(cfg: TrainConfig, ctx, data: Data) -> RunState:
 
 
 # ------------------------------------------------------------------------------------------ one epoch
-def train_one_epoch(cfg: TrainConfig, ctx, run: RunState, data: Data, epoch: int) -> tuple[float, float]:
-    """One pass over the training set -> ``(mean training loss, clips/s)`` over every rank; the
-    BatchNorm buffers are then rank 0's on every rank."""
+def train_one_epoch(cfg: TrainConfig, ctx, run: RunState, data: Data, epoch: int) -> tuple[float, float, DataWait]:
+    """One pass over the training set -> ``(mean training loss, clips/s)`` over every rank and this
+    rank's ``DataWait`` (time blocked waiting for batches); the BatchNorm buffers are then rank 0's on
+    every rank."""
     from tqdm.auto import tqdm
 
     if data.sampler is not None:
@@ -145,7 +149,8 @@ def train_one_epoch(cfg: TrainConfig, ctx, run: RunState, data: Data, epoch: int
     steps = len(data.train_loader)
     bar = tqdm(data.train_loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
                disable=not (cfg.progress and ctx.is_main))
-    for step, batch in enumerate(bar):
+    wait = DataWait(ctx.device)
+    for step, batch in enumerate(wait.timed(bar)):
         loss, _ = forward_loss(run.net, batch, ctx.device, cfg.amp)
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -162,10 +167,19 @@ def train_one_epoch(cfg: TrainConfig, ctx, run: RunState, data: Data, epoch: int
                 raise FloatingPointError(f"training loss is {lv} at epoch {epoch} step {step}; lower --lr, "
                                          f"keep --grad-clip > 0, or drop --amp")
             bar.set_postfix(loss=f"{lv:.3f}")
+    wait.stop()                                   # one device sync, at the end of the epoch
     train_s = time.perf_counter() - t0
     loss_sum, seen_all = dist_util.all_reduce_sum(ctx, float(total_loss), seen)
     dist_util.sync_buffers(run.model, ctx)
-    return loss_sum / seen_all, seen_all / train_s
+    return loss_sum / seen_all, seen_all / train_s, wait
+
+
+def data_wait_log(cfg: TrainConfig, data: Data, log) -> DataWaitLog:
+    """The per-epoch data-wait line and its one-time bottleneck warning; ``prepare-videos`` is named as
+    a fix only where the run decodes original video files."""
+    videos = get_dataset(cfg.dataset).video_files and cfg.modality != "pose"
+    prepared = getattr(unwrap_subset(data.train_set)[0], "prepared", None) is not None
+    return DataWaitLog(log, data.train_loader.num_workers, available_cores(), videos and not prepared)
 
 
 # ------------------------------------------------------------------------------------------ log lines

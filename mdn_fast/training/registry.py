@@ -17,7 +17,7 @@ from torch.utils.data import Subset
 
 MODALITIES = ("pose", "rgb", "rgb+pose")
 #: TrainConfig fields that only some datasets read (``DatasetEntry.options``).
-DATASET_OPTIONS = ("lists", "videos", "pose", "skip_bad_clips")
+DATASET_OPTIONS = ("lists", "videos", "pose", "prepared_videos", "skip_bad_clips")
 
 
 @dataclass

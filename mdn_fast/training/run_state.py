@@ -14,7 +14,7 @@ from .. import distributed as dist_util
 
 # Options that may change between a run and its resumption without a remark in the log.
 _RESUME_MAY_CHANGE = ("resume", "stop_after", "progress", "out", "epochs", "workers", "device", "root", "lists",
-                      "videos", "pose")
+                      "videos", "pose", "prepared_videos")
 
 
 @dataclass

@@ -47,10 +47,15 @@ def forward_loss(model, batch: dict, device=None, amp: bool = False, *, with_los
         out = model(**inputs)
         if not with_loss:
             return None, out
-        labels = batch["label"].to(device)
-        body = batch["body_label"].to(device) if net.body_head is not None else None
-        loss = net.loss(out, labels, body)
-    return loss, out
+        return batch_loss(net, out, batch, device), out
+
+
+def batch_loss(net, out, batch: dict, device):
+    """The loss of the model output ``out`` against ``batch``'s labels (the body term when the model has
+    a body head)."""
+    labels = batch["label"].to(device)
+    body = batch["body_label"].to(device) if net.body_head is not None else None
+    return net.loss(out, labels, body)
 
 
 def lr_factor(step: int, warmup: int, total: int, floor: float = 0.01) -> float:
