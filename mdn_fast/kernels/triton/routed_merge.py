@@ -208,5 +208,7 @@ def launch_config(T: int, D: int) -> dict:
     block_d_full = next_pow2(D)
     single = block_t * block_d_full <= _SINGLE_TILE
     block_d = block_d_full if single else max(16, _SINGLE_TILE // block_t)
+    # 8 warps from 2048-element tiles: at 4 the paper's [8, 256] tile spills on sm_80 (bf16) and keeps
+    # more registers per thread (benchmarks/kernel_resources.py).
     return dict(BLOCK_T=block_t, BLOCK_D=block_d, SINGLE=single,
-                num_warps=4 if block_t * block_d <= 2048 else 8)
+                num_warps=4 if block_t * block_d < 2048 else 8)
