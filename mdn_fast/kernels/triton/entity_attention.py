@@ -186,9 +186,10 @@ def launch_config(T: int, K: int, Dh: int, axes: list[int], dtype_is_fp32: bool)
     >= 16 (``tl.dot``'s minimum) and, to batch tiny groups, up to 64 rows of groups for 16-bit inputs
     (T = 8, K = 6: one program per (p, b, h)) and 32 for fp32: fp32 dots are IEEE FMA dots, not
     tensor-core MMA, whose threads hold whole K-slices of both operands, so a 64-row fp32 tile needs
-    more registers than a thread has. BLOCK_D: next power of two of Dh (>= 16), masked. num_warps: 4 for
-    small tiles, 8 from fp32 32 x 64 / 16-bit 64 x 64 tiles (or any 128-wide one). Registers, spills and
-    occupancy of every configuration chosen here: ``python -m benchmarks.kernel_resources``.
+    more registers than a thread has. BLOCK_D: next power of two of Dh (>= 16), masked. num_warps: 8
+    from 32 x 32 tiles (at 4 the paper's 64 x 32 bf16 backward spills on sm_80 and needs 154 registers,
+    at 8 it fits in 128 with the same or better occupancy), 4 below. Registers, spills and occupancy of
+    every configuration chosen here: ``python -m benchmarks.kernel_resources``.
     """
     largest = max(T if a else K for a in axes)
     batch = 32 if dtype_is_fp32 else 64
@@ -196,7 +197,6 @@ def launch_config(T: int, K: int, Dh: int, axes: list[int], dtype_is_fp32: bool)
     block_d = max(16, next_pow2(Dh))
     ngb = max(triton.cdiv(K if a else T, block_r // (T if a else K)) for a in axes)
     bits = sum(1 << i for i, a in enumerate(axes) if a)
-    small = block_r * block_d <= 1024 or (not dtype_is_fp32 and block_d <= 32)
     return dict(BLOCK_R=block_r, BLOCK_D=block_d, NGB=ngb, axes_bits=bits,
                 DOT_PREC="ieee" if dtype_is_fp32 else "tf32",
-                num_warps=4 if small else 8)
+                num_warps=4 if block_r * block_d < 32 * 32 else 8)
