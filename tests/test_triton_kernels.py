@@ -7,8 +7,8 @@ does), whether kernels run on the CPU interpreter (``TRITON_INTERPRET=1``) or co
 tests need the interpreter: tests/conftest.py sets the variable when there is no CUDA, and this module
 sets it too if triton is not imported yet (so ``pytest tests/test_triton_kernels.py`` works alone, with
 or without ``TRITON_INTERPRET=1`` in the shell). In a compiling process (a GPU machine) the CPU tests skip
-and the ``gpu`` tests run; ``test_kernels_compile_for_gpus`` compiles every kernel for sm_80 / sm_90 in a
-subprocess without the interpreter, with Triton's bundled ptxas: no GPU needed.
+and the ``gpu`` tests run. Compiling every kernel for sm_80 / sm_90 without a GPU (and their registers,
+spills, occupancy) is tests/test_kernel_resources.py.
 
 Layouts: q, k, v ``[P, B, T, K, H, Dh]`` (views of a packed ``[B, T, K, P, 3, H, Dh]`` tensor);
 x_st, x_ts ``[B, T, K, D]``; weight ``[K, 2, 2D]``; bias ``[K, 2]``; mask ``[B, T, K]``.
@@ -16,9 +16,7 @@ x_st, x_ts ``[B, T, K, D]``; weight ``[K, 2, 2D]``; bias ``[K, 2]``; mask ``[B, 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
@@ -48,8 +46,6 @@ AXES = [("spatial", "temporal"), ("temporal", "spatial"), ("temporal",), ("spati
 def _triton_mode(request, monkeypatch):
     """CPU tests need an interpreting process, GPU tests a compiling one; outputs NaN-poisoned in both."""
     gpu = request.node.get_closest_marker("gpu") is not None
-    if request.node.originalname == "test_kernels_compile_for_gpus":  # runs its own process
-        return
     if gpu and kt.interpreting():
         pytest.skip("this process runs Triton's interpreter (TRITON_INTERPRET=1 at import): GPU tests need "
                     "the compiler; run them without TRITON_INTERPRET")
@@ -133,80 +129,35 @@ def test_opcheck_routed_merge_ops():
                                                       alpha.detach(), 0.7, mask))
 
 
-# ------------------------------------------------------------------ compiles for real GPUs (no GPU needed)
-_TL_DTYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.uint8: "u8"}
+def test_ops_stay_whole_in_compiled_graphs():
+    """Under the interpreter the four ops must reach AOTAutograd's graphs whole: decomposed (triton_op's
+    default) their interpreted kernels would not be traced and the graphs would lose them. Kept whole by
+    ``triton_backend._keep_opaque_under_interpreter`` through torch's private FunctionalTensorMode: this
+    fails loudly if torch changes it."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
 
+    graphs = []
 
-def _compile_for(kernel, args, constexprs, capability, num_warps):
-    """Compile ``kernel`` ahead of time for ``cuda:capability`` the way a launch with ``args`` would (ints
-    equal to 1 specialised to constants, as Triton's launcher does). Needs a non-interpreting process."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-    sig, consts = {}, dict(constexprs)
-    for name, a in zip(kernel.arg_names, args):
-        if isinstance(a, torch.Tensor):
-            sig[name] = "*" + _TL_DTYPE[a.dtype]
-        elif isinstance(a, int) and a == 1:
-            sig[name], consts[name] = "constexpr", 1
-        else:
-            sig[name] = "i32" if isinstance(a, int) else "fp32"
-    for name in constexprs:
-        sig[name] = "constexpr"
-    src = ASTSource(kernel, sig, consts)
-    return triton.compile(src, target=GPUTarget("cuda", capability, 32), options={"num_warps": num_warps})
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return make_boxed_func(gm.forward)
 
+    gen = torch.Generator().manual_seed(8)
+    q, k, v = (torch.randn(2, 1, 3, 2, 1, 16, generator=gen, requires_grad=True) for _ in range(3))
+    xs = torch.randn(1, 3, 2, 16, generator=gen, requires_grad=True)
+    w, b = torch.randn(2, 2, 32, generator=gen), torch.randn(2, 2, generator=gen)
 
-def compile_all_kernels() -> None:
-    """Compile every kernel in its launch configurations for the paper's sizes, with the strides of q/k/v
-    views of a packed [B, T, K, P, 3, H, Dh] tensor: for sm_90 all of them (entity_attention in bf16 and
-    its fp32 IEEE-dot variant; routed_merge with its [T, D] tile in registers and chunked), for sm_80 the
-    tensor-core (bf16) entity_attention kernels, whose MMA lowering differs by architecture."""
-    P, B, T, K, H, Dh = 2, 256, 8, 6, 8, 32
-    m, f32 = torch.empty(1, dtype=torch.uint8), torch.empty(1)
-    packed = [3 * H * Dh, T * K * P * 3 * H * Dh, K * P * 3 * H * Dh, P * 3 * H * Dh, Dh, 1]
-    dense = [B * T * K * H * Dh, T * K * H * Dh, K * H * Dh, H * Dh, Dh, 1]
-    lse_s = [B * T * K * H, T * K * H, K * H, H, 1]
-    for cap, dtypes in ((90, (torch.bfloat16, torch.float32)), (80, (torch.bfloat16,))):
-        for dtype in dtypes:
-            x = torch.empty(1, dtype=dtype)
-            cfg = kea.launch_config(T, K, Dh, [0, 1], dtype == torch.float32)
-            consts = dict(HAS_MASK=True, BLOCK_R=cfg["BLOCK_R"], BLOCK_D=cfg["BLOCK_D"], DOT_PREC=cfg["DOT_PREC"])
-            tail = [T, K, H, Dh, cfg["NGB"], cfg["axes_bits"]]
-            fwd = [x, x, x, x, f32, m, *packed * 3, *dense, *lse_s, T * K, K, 1, *tail, 0.25]
-            bwd = [x, x, x, x, f32, m, x, x, x, *packed * 3, *dense, *dense, *lse_s, T * K, K, 1, *tail, 0.25, 0.17]
-            for kernel, args in ((kea.ea_fwd_kernel, fwd), (kea.ea_bwd_kernel, bwd)):
-                compiled = _compile_for(kernel, args, consts, cap, cfg["num_warps"])
-                if dtype == torch.bfloat16:
-                    assert "mma" in compiled.asm["ptx"], f"{kernel.fn.__name__}: tl.dot should lower to MMA"
-        if cap == 80:
-            continue
-        x = torch.empty(1, dtype=torch.bfloat16)
-        for D in (256, 2048):
-            cfg = krm.launch_config(T, D)
-            assert cfg["SINGLE"] == (D == 256)
-            consts = dict(HAS_MASK=True, SINGLE=cfg["SINGLE"], BLOCK_T=cfg["BLOCK_T"], BLOCK_D=cfg["BLOCK_D"])
-            xs = [T * K * D, K * D, D, 1]
-            small = [2 * 2 * D, 2 * D, 1]
-            fwd = [x, x, f32, f32, m, x, f32, *xs * 3, *small, 2, 1, T * K, K, 1, 2 * K, 2, 1, T, K, D, 1.3]
-            bwd = [x, f32, x, x, f32, f32, m, x, x, f32, f32, *xs * 4, *small, T * K, K, 1, 2 * K, 2, 1,
-                   2 * K, 2, 1, T, K, D, 1.3]
-            for kernel, args in ((krm.rm_fwd_kernel, fwd), (krm.rm_bwd_kernel, bwd)):
-                _compile_for(kernel, args, consts, cap, cfg["num_warps"])
+    def f(q, k, v, xs):
+        o = entity_attention(q, k, v, AXES[0], backend="triton").flatten(-2)
+        y, _ = routed_merge(o[0] + xs, o[1], w, b, backend="triton")
+        return y.square().sum()
 
-
-@pytest.mark.slow
-def test_kernels_compile_for_gpus():
-    """The interpreter does not exercise Triton's code generator: compile every kernel for sm_80 and
-    sm_90 in a fresh process without the interpreter (the flavour is fixed at triton's import)."""
-    from triton.backends import backends
-    if "nvidia" not in backends:
-        pytest.skip("triton's NVIDIA backend is not installed")
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "TRITON_INTERPRET": "0"}
-    code = "from tests.test_triton_kernels import compile_all_kernels; compile_all_kernels()"
-    run = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
-                         timeout=600)
-    assert run.returncode == 0, run.stderr[-4000:]
+    compiled = torch.compile(f, fullgraph=True, backend=aot_autograd(fw_compiler=capture, bw_compiler=capture))
+    compiled(q, k, v, xs).backward()
+    ops = {str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"}
+    for op in ("entity_attention", "entity_attention_backward", "routed_merge", "routed_merge_backward"):
+        assert f"mdn_fast_triton.{op}.default" in ops, f"{op} was decomposed (or dropped) by functionalization"
 
 
 # ------------------------------------------------------------------ GPU only

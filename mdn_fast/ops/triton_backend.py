@@ -97,30 +97,33 @@ def _is_fake(x: torch.Tensor) -> bool:
 
 
 def _launch(kernel, grid, *args, **kwargs):
-    """Launch ``kernel`` (a JITFunction) through ``wrap_triton``. Interpreted kernels cannot be traced: they
+    """Launch ``kernel`` (``@triton.jit``) through ``wrap_triton``. Interpreted kernels cannot be traced: they
     launch directly, and not at all on fake tensors (the fake impl only needs the outputs' metadata)."""
-    k = _kt.kernel(kernel)
-    if k is kernel:
-        wrap_triton(k)[grid](*args, **kwargs)
+    if not _kt.interpreting():
+        wrap_triton(kernel)[grid](*args, **kwargs)
     elif not any(isinstance(a, torch.Tensor) and _is_fake(a) for a in args):
-        k[grid](*args, **kwargs)  # interpreted: launched directly (older torch's wrap_triton refuses it)
+        kernel[grid](*args, **kwargs)  # interpreted: launched directly (older torch's wrap_triton refuses it)
 
 
 def _keep_opaque_under_interpreter(op) -> None:
-    """Under the interpreter, functionalization must not decompose ``op`` into its (untraceable) kernel
-    launch; keep the op whole in the graph instead. Compiled kernels keep torch's decomposition."""
-    try:
-        from torch._subclasses.functional_tensor import FunctionalTensorMode
-        decomp = op._torch_dispatch_fns[FunctionalTensorMode]  # set by triton_op (torch >= 2.6)
-    except Exception:  # layout of CustomOpDef changed: leave torch's behaviour
+    """Under the interpreter, keep ``op`` whole in traced graphs. ``triton_op`` makes functionalization
+    (AOTAutograd, torch.compile) decompose the op into its body so compilers see the kernel; an
+    interpreted kernel cannot be traced (``_launch`` skips it on fake tensors), so the graph would keep the
+    outputs' allocation and lose the kernel. Compiled kernels keep the decomposition. The flavour is
+    fixed for the process (see ``mdn_fast.kernels.triton``), so this is decided once, at registration.
+
+    ``FunctionalTensorMode`` is private torch, but it is the mode ``register_torch_dispatch`` (public)
+    needs here, and ``mode.__torch_dispatch__`` is the handling any opaque custom op gets from it.
+    tests/test_triton_kernels.py::test_ops_stay_whole_in_compiled_graphs fails loudly if torch moves or
+    changes either."""
+    if not _kt.interpreting():
         return
+    from torch._subclasses.functional_tensor import FunctionalTensorMode
 
-    def dispatch(mode, func, types, args, kwargs):
-        if _kt.interpreting():
-            return mode.__torch_dispatch__(func, types, args, kwargs)
-        return decomp(mode, func, types, args, kwargs)
+    def opaque(mode, func, types, args, kwargs):
+        return mode.__torch_dispatch__(func, types, args, kwargs)
 
-    op.register_torch_dispatch(FunctionalTensorMode, dispatch)
+    op.register_torch_dispatch(FunctionalTensorMode, opaque)
 
 
 def _strides(x: torch.Tensor):

@@ -22,11 +22,17 @@ _MASK_TO_GROUP = {"spatial": (0, 1, 2), "temporal": (0, 2, 1)}          # [B,T,K
 def _attend_one_path(q, k, v, axis: str, mask, scale: float):
     perm = _TO_GROUP[axis]
     qg, kg, vg = (x.permute(perm).to(acc_dtype(x.dtype)) for x in (q, k, v))
-    scores = torch.matmul(qg, kg.transpose(-1, -2)) * scale          # [..., H, N, N]
     if mask is None:
+        scores = torch.matmul(qg, kg.transpose(-1, -2)) * scale      # [..., H, N, N]
         return torch.matmul(torch.softmax(scores, dim=-1), vg).permute(_inverse(perm))
     key_ok = mask.permute(_MASK_TO_GROUP[axis])[..., None, None, :]  # [B, G, 1, 1, N]
     any_key = key_ok.any(dim=-1, keepdim=True)                       # [B, G, 1, 1, 1]
+    # A masked key never touches any output, even a non-finite one: its probability is exactly 0, but
+    # 0 * NaN (probs @ v, and dscores @ k in the backward) would still be NaN, so its k and v rows are
+    # zeroed (torch.where: its backward gives them an exact zero gradient too).
+    row_ok = key_ok.transpose(-1, -2)                                # [B, G, 1, N, 1]
+    kg, vg = torch.where(row_ok, kg, 0.0), torch.where(row_ok, vg, 0.0)
+    scores = torch.matmul(qg, kg.transpose(-1, -2)) * scale
     # Rows without any present key: score 0 everywhere (finite softmax), output zeroed below, so
     # their gradient is exactly zero instead of NaN from a softmax over all -inf.
     scores = scores.masked_fill(~key_ok & any_key, float("-inf")).masked_fill(~any_key, 0.0)

@@ -1,19 +1,17 @@
 """Triton kernels for the fused ops, one file per op (``entity_attention``, ``routed_merge``).
 
-Each file holds the kernels' Python source and a host helper that picks block sizes; kernels are built
-with :func:`jit` (a plain ``JITFunction``: nothing compiles, no GPU is queried until a launch) and
-launched through :func:`kernel`, which swaps in an interpreted twin when the process runs Triton's CPU
-interpreter. Whether it does is fixed by Triton itself when ``triton.language`` is first imported
-(``TRITON_INTERPRET=1`` at that moment makes its standard library — ``tl.sum``, ``tl.max`` — interpreted
-functions, which compiled kernels cannot call, and vice versa), so :func:`interpreting` reads that, not
-the variable's current value.
+Each file holds the kernels (plain ``@triton.jit``: nothing compiles, no GPU is queried until a launch)
+and a host helper that picks block sizes. Triton fixes, per process, whether kernels run on its CPU
+interpreter: ``triton.jit`` returns an interpreted function when ``TRITON_INTERPRET=1`` at decoration
+(when ``mdn_fast`` is imported), and ``triton.language``'s own library (``tl.sum``, ``tl.max``) was made
+interpreted or compiled when ``triton.language`` was first imported; compiled kernels cannot call
+interpreted functions and vice versa. Both moments are the same in a process that sets the variable
+before importing (tests/conftest.py does); :func:`check_flavour` refuses a process where they differ.
 """
 from __future__ import annotations
 
 import triton.language as tl
 from triton.runtime.jit import JITFunction
-
-_cache: dict = {}
 
 
 def interpreting() -> bool:
@@ -22,32 +20,16 @@ def interpreting() -> bool:
     return not isinstance(tl.standard.sum, JITFunction)
 
 
-def jit(fn) -> JITFunction:
-    """The compiled-kernel flavour of ``fn`` (a plain JITFunction: no compilation happens until launch)."""
-    return JITFunction(fn)
-
-
-def kernel(jitted: JITFunction):
-    """The flavour of a kernel to launch: ``jitted`` itself, or its interpreted twin when the process
-    interprets (built once per kernel)."""
-    if not interpreting():
-        return jitted
-    # Keyed by the Python function: hashing a JITFunction computes its compile cache key, which rejects
-    # the interpreted helpers (device_fn) its source calls.
-    if jitted.fn not in _cache:
-        from triton.runtime.interpreter import InterpretedFunction
-        _cache[jitted.fn] = InterpretedFunction(jitted.fn)
-    return _cache[jitted.fn]
-
-
-def device_fn(fn):
-    """A helper called from inside kernels, in the flavour this process launches: a ``JITFunction`` for
-    compiled kernels, an ``InterpretedFunction`` under the interpreter (a kernel may call only its own
-    flavour, like Triton's standard library)."""
-    if interpreting():
-        from triton.runtime.interpreter import InterpretedFunction
-        return InterpretedFunction(fn)
-    return JITFunction(fn)
+def check_flavour(*kernels) -> None:
+    """Raise ImportError when ``kernels`` were not decorated in the flavour of ``triton.language``'s own
+    library (``TRITON_INTERPRET`` changed between importing triton and importing mdn_fast)."""
+    for k in kernels:
+        if isinstance(k, JITFunction) == interpreting():
+            raise ImportError(
+                f"Triton kernel {k.fn.__name__} was decorated {'compiled' if interpreting() else 'interpreted'}"
+                f" but triton.language was imported {'interpreted' if interpreting() else 'compiled'}: "
+                "TRITON_INTERPRET changed between `import triton` and `import mdn_fast`. Set it (or unset it) "
+                "before the first import of either.")
 
 
 def next_pow2(n: int) -> int:

@@ -19,18 +19,26 @@ Each program owns every query and every key of its groups, so the backward write
 atomics (deterministic), recomputes the probabilities from lse (no attention matrix in memory) and gets
 FlashAttention's ``rowsum(dO * O)`` as ``rowsum(P * dP)`` from its own tile, so it never reads o.
 Accumulation is fp32; fp32 inputs use IEEE fp32 dots (no TF32).
+
+Group independence (design.md §4): stacked groups must behave as separate launches, and a masked key must
+never reach any output. Every tile is loaded finite (``_load_rows``: non-finite entries, masked keys and
+padding rows read as 0, plus a per-row flag of what was non-finite) and every cross-group / masked pair of
+the score, dP and dS tiles is selected away with ``tl.where``, never multiplied by 0; a non-finite input
+comes back as NaN scores (forward) or NaN dP (backward) on the pairs of its own group only, so it
+poisons exactly its groups' outputs and gradients.
 """
 from __future__ import annotations
 
 import triton
 import triton.language as tl
 
-from . import device_fn, jit, next_pow2
+from . import check_flavour, next_pow2
 
 LOG2E = 1.4426950408889634
 
 
-def _program_rows_py(T, K, H, DH, NGB, axes_bits, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+@triton.jit
+def _program_rows(T, K, H, DH, NGB, axes_bits, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
     """This program's (path, clip, head) and its BLOCK_R rows: row r is member ``r % n`` of group
     ``r // n`` (see the module docstring). Shared by the forward and the backward, which must tile alike."""
     pid = tl.program_id(0)
@@ -55,16 +63,36 @@ def _program_rows_py(T, K, H, DH, NGB, axes_bits, BLOCK_R: tl.constexpr, BLOCK_D
     return p.to(tl.int64), b, h, gl, t, e, valid, d, ld
 
 
-def _load_rows_py(ptr, p64, b, h, t, e, d, ld, s_p, s_b, s_t, s_k, s_h, s_d):
-    """Rows ``[BLOCK_R, BLOCK_D]`` of a ``[P, B, T, K, H, Dh]`` tensor through its strides (0 where masked)."""
+@triton.jit
+def _key_rows(m_ptr, b, t, e, valid, gl, sm_b, sm_t, sm_k, HAS_MASK: tl.constexpr):
+    """Which rows are present keys, and the [BLOCK_R, BLOCK_R] pairs (query, key) that may interact:
+    same group, valid query, present key."""
+    key_ok = valid
+    if HAS_MASK:
+        present = tl.load(m_ptr + b * sm_b + t * sm_t + e * sm_k, mask=valid, other=0)
+        key_ok = key_ok & (present != 0)
+    allowed = (gl[:, None] == gl[None, :]) & valid[:, None] & key_ok[None, :]
+    return key_ok, allowed
+
+
+@triton.jit
+def _load_rows(ptr, p64, b, h, t, e, d, ld, keep, s_p, s_b, s_t, s_k, s_h, s_d):
+    """Rows ``[BLOCK_R, BLOCK_D]`` of a ``[P, B, T, K, H, Dh]`` tensor through its strides, made finite
+    (non-finite entries, masked-out elements and rows not in ``keep`` read as 0), and ``bad [BLOCK_R]``:
+    which kept rows held a non-finite value.
+
+    Why: a program's tile stacks several groups, and a row-contracting tl.dot (P @ V, dS @ K, ...)
+    multiplies every row by the probabilities of every other group's queries, which are exactly 0 there:
+    but 0 * NaN = NaN. So no operand of a dot may carry a non-finite value; the kernels put the poison
+    back where it belongs, as NaN scores of the pairs inside the group that hold a bad row."""
     rows = p64 * s_p + b * s_b + h * s_h + t * s_t + e * s_k
-    return tl.load(ptr + rows[:, None] + d[None, :] * s_d, mask=ld, other=0.0)
+    x = tl.load(ptr + rows[:, None] + d[None, :] * s_d, mask=ld, other=0.0)
+    finite = tl.abs(x) < float("inf")                # False for NaN and +-inf
+    bad = (tl.max(tl.where(finite, 0, 1), axis=1) > 0) & keep
+    return tl.where(finite & keep[:, None], x, 0.0).to(x.dtype), bad
 
 
-_program_rows = device_fn(_program_rows_py)
-_load_rows = device_fn(_load_rows_py)
-
-
+@triton.jit
 def _ea_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, m_ptr,
             sq_p, sq_b, sq_t, sq_k, sq_h, sq_d,
             sk_p, sk_b, sk_t, sk_k, sk_h, sk_d,
@@ -75,23 +103,21 @@ def _ea_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, m_ptr,
             T, K, H, DH, NGB, axes_bits, qk_scale,
             HAS_MASK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr):
     p64, b, h, gl, t, e, valid, d, ld = _program_rows(T, K, H, DH, NGB, axes_bits, BLOCK_R, BLOCK_D)
-    q = _load_rows(q_ptr, p64, b, h, t, e, d, ld, sq_p, sq_b, sq_t, sq_k, sq_h, sq_d)
-    k = _load_rows(k_ptr, p64, b, h, t, e, d, ld, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d)
-    v = _load_rows(v_ptr, p64, b, h, t, e, d, ld, sv_p, sv_b, sv_t, sv_k, sv_h, sv_d)
+    key_ok, allowed = _key_rows(m_ptr, b, t, e, valid, gl, sm_b, sm_t, sm_k, HAS_MASK)
+    q, bad_q = _load_rows(q_ptr, p64, b, h, t, e, d, ld, valid, sq_p, sq_b, sq_t, sq_k, sq_h, sq_d)
+    k, bad_k = _load_rows(k_ptr, p64, b, h, t, e, d, ld, key_ok, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d)
 
-    key_ok = valid
-    if HAS_MASK:
-        present = tl.load(m_ptr + b * sm_b + t * sm_t + e * sm_k, mask=valid, other=0)
-        key_ok = key_ok & (present != 0)
-    allowed = (gl[:, None] == gl[None, :]) & valid[:, None] & key_ok[None, :]
-
+    v, bad_v = _load_rows(v_ptr, p64, b, h, t, e, d, ld, key_ok, sv_p, sv_b, sv_t, sv_k, sv_h, sv_d)
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale          # log2 units
-    s = tl.where(allowed, s, float("-inf"))
+    poisoned = bad_q[:, None] | (bad_k | bad_v)[None, :]
+    s = tl.where(allowed, tl.where(poisoned, float("nan"), s), float("-inf"))
+    # Allowed scores are finite or NaN (poison), so a row max of -inf means an empty group. A row with a
+    # key has denom >= 1, an empty one 0, a poisoned one NaN (which stays poisoned: NaN != 0).
     row_max = tl.max(s, axis=1)
-    has_key = row_max > float("-inf")
-    row_max = tl.where(has_key, row_max, 0.0)
+    row_max = tl.where(row_max == float("-inf"), 0.0, row_max)
     pr = tl.exp2(s - row_max[:, None])
     denom = tl.sum(pr, axis=1)
+    has_key = denom != 0.0
     inv = tl.where(has_key, 1.0 / tl.where(has_key, denom, 1.0), 0.0)
     acc = tl.dot(pr.to(v.dtype), v, input_precision=DOT_PREC) * inv[:, None]
 
@@ -102,6 +128,7 @@ def _ea_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, m_ptr,
     tl.store(lse_ptr + l_rows, lse, mask=valid)
 
 
+@triton.jit
 def _ea_bwd(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, m_ptr, dq_ptr, dk_ptr, dv_ptr,
             sq_p, sq_b, sq_t, sq_k, sq_h, sq_d,
             sk_p, sk_b, sk_t, sk_k, sk_h, sk_d,
@@ -113,56 +140,63 @@ def _ea_bwd(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, m_ptr, dq_ptr, dk_ptr, dv_ptr,
             T, K, H, DH, NGB, axes_bits, qk_scale, scale,
             HAS_MASK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr):
     # Same program -> groups mapping as the forward. dq, dk, dv share the strides sg_* (one layout).
-    # The program holds whole rows of P, so rowsum(dO * O) = rowsum(P * dP): o is never read.
+    # The program holds whole rows of P, so rowsum(dO * O) = rowsum(P * dP): o is never read. Each
+    # gradient is stored as soon as it is complete and the pair mask dies with P, so fewer tiles are
+    # live at once (registers, hence occupancy); every element is still read and written once.
     p64, b, h, gl, t, e, valid, d, ld = _program_rows(T, K, H, DH, NGB, axes_bits, BLOCK_R, BLOCK_D)
-    q = _load_rows(q_ptr, p64, b, h, t, e, d, ld, sq_p, sq_b, sq_t, sq_k, sq_h, sq_d)
-    k = _load_rows(k_ptr, p64, b, h, t, e, d, ld, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d)
-    v = _load_rows(v_ptr, p64, b, h, t, e, d, ld, sv_p, sv_b, sv_t, sv_k, sv_h, sv_d)
-    do = _load_rows(do_ptr, p64, b, h, t, e, d, ld, sdo_p, sdo_b, sdo_t, sdo_k, sdo_h, sdo_d)
-    l_rows = p64 * sl_p + b * sl_b + h * sl_h + t * sl_t + e * sl_k
-    lse = tl.load(lse_ptr + l_rows, mask=valid, other=float("inf"))
-
-    key_ok = valid
-    if HAS_MASK:
-        present = tl.load(m_ptr + b * sm_b + t * sm_t + e * sm_k, mask=valid, other=0)
-        key_ok = key_ok & (present != 0)
-    allowed = (gl[:, None] == gl[None, :]) & valid[:, None] & key_ok[None, :]
-
-    s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
-    s = tl.where(allowed, s, float("-inf"))
-    # Empty-group rows have lse = +inf and every score -inf: probabilities 0, so all their grads are 0.
-    pr = tl.exp2(s - lse[:, None])
-    pr = tl.where(allowed, pr, 0.0)
-    dv = tl.dot(tl.trans(pr).to(do.dtype), do, input_precision=DOT_PREC)
-    dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
-    delta = tl.sum(pr * dp, axis=1)                                            # = rowsum(dO * O)
-    ds = pr * (dp - delta[:, None]) * scale
-    dq = tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)
-    dk = tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=DOT_PREC)
-
+    key_ok, allowed = _key_rows(m_ptr, b, t, e, valid, gl, sm_b, sm_t, sm_k, HAS_MASK)
     g_rows = p64 * sg_p + b * sg_b + h * sg_h + t * sg_t + e * sg_k
     g_offs = g_rows[:, None] + d[None, :] * sg_d
-    tl.store(dq_ptr + g_offs, dq.to(dq_ptr.dtype.element_ty), mask=ld)
-    tl.store(dk_ptr + g_offs, dk.to(dk_ptr.dtype.element_ty), mask=ld)
+    l_rows = p64 * sl_p + b * sl_b + h * sl_h + t * sl_t + e * sl_k
+    lse = tl.load(lse_ptr + l_rows, mask=valid, other=float("inf"))
+    q, bad_q = _load_rows(q_ptr, p64, b, h, t, e, d, ld, valid, sq_p, sq_b, sq_t, sq_k, sq_h, sq_d)
+    k, bad_k = _load_rows(k_ptr, p64, b, h, t, e, d, ld, key_ok, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d)
+    v, bad_v = _load_rows(v_ptr, p64, b, h, t, e, d, ld, key_ok, sv_p, sv_b, sv_t, sv_k, sv_h, sv_d)
+    do, bad_do = _load_rows(do_ptr, p64, b, h, t, e, d, ld, valid, sdo_p, sdo_b, sdo_t, sdo_k, sdo_h, sdo_d)
+
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+    s = tl.where((bad_q | bad_do)[:, None] | (bad_k | bad_v)[None, :], float("nan"), s)
+    # Empty-group rows have lse = +inf and no allowed pair: probabilities 0, so all their grads are 0.
+    # A poisoned row has NaN at every allowed pair (here, or through the forward's NaN lse).
+    pr = tl.where(allowed, tl.exp2(s - lse[:, None]), 0.0)
+    dv = tl.dot(tl.trans(pr).to(do.dtype), do, input_precision=DOT_PREC)
     tl.store(dv_ptr + g_offs, dv.to(dv_ptr.dtype.element_ty), mask=ld)
 
+    dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)                     # finite: finite operands
+    delta = tl.sum(pr * dp, axis=1)                                            # = rowsum(dO * O)
+    # A poisoned row's NaN delta would turn its exact zeros (other groups, masked keys) into NaN; its
+    # allowed pairs stay NaN through pr.
+    delta = tl.where(delta == delta, delta, 0.0)
+    ds = pr * (dp - delta[:, None]) * scale
+    dq = tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)
+    tl.store(dq_ptr + g_offs, dq.to(dq_ptr.dtype.element_ty), mask=ld)
+    dk = tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=DOT_PREC)
+    tl.store(dk_ptr + g_offs, dk.to(dk_ptr.dtype.element_ty), mask=ld)
 
-ea_fwd_kernel = jit(_ea_fwd)
-ea_bwd_kernel = jit(_ea_bwd)
+
+ea_fwd_kernel = _ea_fwd
+ea_bwd_kernel = _ea_bwd
+check_flavour(ea_fwd_kernel, ea_bwd_kernel)
 
 
 def launch_config(T: int, K: int, Dh: int, axes: list[int], dtype_is_fp32: bool) -> dict:
     """Block sizes and grid width for sizes (T, K, Dh) and per-path axes (0 spatial, 1 temporal).
 
     BLOCK_R: rows per program, a power of two >= the larger group (so every group fits in one program),
-    >= 16 (``tl.dot``'s minimum) and up to 64 so that tiny groups are batched (T = 8, K = 6: one program
-    per (p, b, h)). BLOCK_D: next power of two of Dh (>= 16), masked.
+    >= 16 (``tl.dot``'s minimum) and, to batch tiny groups, up to 64 rows of groups for 16-bit inputs
+    (T = 8, K = 6: one program per (p, b, h)) and 32 for fp32: fp32 dots are IEEE FMA dots, not
+    tensor-core MMA, whose threads hold whole K-slices of both operands, so a 64-row fp32 tile needs
+    more registers than a thread has. BLOCK_D: next power of two of Dh (>= 16), masked. num_warps: 8
+    from 32 x 32 tiles (at 4 the paper's 64 x 32 bf16 backward spills on sm_80 and needs 154 registers,
+    at 8 it fits in 128 with the same or better occupancy), 4 below. Registers, spills and occupancy of
+    every configuration chosen here: ``python -m benchmarks.kernel_resources``.
     """
     largest = max(T if a else K for a in axes)
-    block_r = max(16, next_pow2(largest), min(64, next_pow2(T * K)))
+    batch = 32 if dtype_is_fp32 else 64
+    block_r = max(16, next_pow2(largest), min(batch, next_pow2(T * K)))
     block_d = max(16, next_pow2(Dh))
     ngb = max(triton.cdiv(K if a else T, block_r // (T if a else K)) for a in axes)
     bits = sum(1 << i for i, a in enumerate(axes) if a)
     return dict(BLOCK_R=block_r, BLOCK_D=block_d, NGB=ngb, axes_bits=bits,
                 DOT_PREC="ieee" if dtype_is_fp32 else "tf32",
-                num_warps=4 if block_r * block_d <= 64 * 64 else 8)
+                num_warps=4 if block_r * block_d < 32 * 32 else 8)

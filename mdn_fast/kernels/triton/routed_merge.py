@@ -16,13 +16,15 @@ matmul and a sum): no atomics, so every gradient is deterministic.
 """
 from __future__ import annotations
 
+import triton
 import triton.language as tl
 
-from . import device_fn, jit, next_pow2
+from . import check_flavour, next_pow2
 
 
-def _program_pooling_py(m_ptr, sm_b, sm_t, sm_k, T, K, HAS_MASK: tl.constexpr, BLOCK_T: tl.constexpr,
-                        BLOCK_D: tl.constexpr):
+@triton.jit
+def _program_pooling(m_ptr, sm_b, sm_t, sm_k, T, K, HAS_MASK: tl.constexpr, BLOCK_T: tl.constexpr,
+                     BLOCK_D: tl.constexpr):
     """This program's (clip b, entity k), its frame and feature ranges, and the masked time-pooling
     weights (1/count on present frames, 0 elsewhere). Shared by forward and backward."""
     pid = tl.program_id(0)
@@ -39,9 +41,7 @@ def _program_pooling_py(m_ptr, sm_b, sm_t, sm_k, T, K, HAS_MASK: tl.constexpr, B
     return b, k, t, d, tmask, wt
 
 
-_program_pooling = device_fn(_program_pooling_py)
-
-
+@triton.jit
 def _rm_fwd(xs_ptr, xt_ptr, w_ptr, bias_ptr, m_ptr, y_ptr, a_ptr,
             sxs_b, sxs_t, sxs_k, sxs_d,
             sxt_b, sxt_t, sxt_k, sxt_d,
@@ -107,6 +107,7 @@ def _rm_fwd(xs_ptr, xt_ptr, w_ptr, bias_ptr, m_ptr, y_ptr, a_ptr,
             tl.store(y_base + dc[None, :] * sy_d, (a0 * xs + a1 * xt).to(y_ptr.dtype.element_ty), mask=ld)
 
 
+@triton.jit
 def _rm_bwd(dy_ptr, da_ptr, xs_ptr, xt_ptr, w_ptr, a_ptr, m_ptr, dxs_ptr, dxt_ptr, dl_ptr, pool_ptr,
             sdy_b, sdy_t, sdy_k, sdy_d,
             sxs_b, sxs_t, sxs_k, sxs_d,
@@ -192,8 +193,9 @@ def _rm_bwd(dy_ptr, da_ptr, xs_ptr, xt_ptr, w_ptr, a_ptr, m_ptr, dxs_ptr, dxt_pt
                      mask=ld)
 
 
-rm_fwd_kernel = jit(_rm_fwd)
-rm_bwd_kernel = jit(_rm_bwd)
+rm_fwd_kernel = _rm_fwd
+rm_bwd_kernel = _rm_bwd
+check_flavour(rm_fwd_kernel, rm_bwd_kernel)
 
 #: Largest [BLOCK_T, BLOCK_D] tile per path kept in registers (fp32): beyond it D is walked in chunks.
 _SINGLE_TILE = 4096
@@ -206,5 +208,7 @@ def launch_config(T: int, D: int) -> dict:
     block_d_full = next_pow2(D)
     single = block_t * block_d_full <= _SINGLE_TILE
     block_d = block_d_full if single else max(16, _SINGLE_TILE // block_t)
+    # 8 warps from 2048-element tiles: at 4 the paper's [8, 256] tile spills on sm_80 (bf16) and keeps
+    # more registers per thread (benchmarks/kernel_resources.py).
     return dict(BLOCK_T=block_t, BLOCK_D=block_d, SINGLE=single,
-                num_warps=4 if block_t * block_d <= 2048 else 8)
+                num_warps=4 if block_t * block_d < 2048 else 8)

@@ -1,0 +1,90 @@
+"""Group independence of ``entity_attention`` on every backend (design.md §4).
+
+A group is the set of tokens one query attends over: the K entities of a frame on a "spatial" path,
+the T frames of an entity on a "temporal" path, per path, clip and head. Non-finite values planted in
+one token's q, k or v may change the outputs and gradients of that token's groups only, and not at all
+when the token is a masked key (its k and v). Each case plants NaN or inf in one token of every path
+and compares everything outside those groups bit for bit (``torch.equal``) with a run on the same
+inputs without the planted value: forward output and the gradients of q, k and v.
+
+Layouts: q, k, v ``[P, B, T, K, H, Dh]``; mask ``[B, T, K]``.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mdn_fast.ops import entity_attention
+
+# The Triton interpreter computes the poisoned groups with numpy, which warns on inf - inf: expected here.
+pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+
+P, B, T, K, H, Dh = 2, 2, 5, 4, 2, 8
+B0, T0, K0, H0 = 1, 2, 1, 1     # the planted token (b, t, k) and head
+
+PLANTS = [  # (tensor, value, the token is a masked key)
+    ("q", math.nan, False), ("q", math.inf, False),
+    ("k", math.nan, False), ("k", math.inf, False),
+    ("v", math.nan, False), ("v", -math.inf, False),
+    ("k", math.nan, True), ("k", -math.inf, True),
+    ("v", math.nan, True), ("v", math.inf, True),
+]
+
+
+def _inputs(dtype, device):
+    gen = torch.Generator().manual_seed(11)
+    q, k, v = (torch.randn(P, B, T, K, H, Dh, generator=gen).to(device=device, dtype=dtype) for _ in range(3))
+    mask = torch.rand(B, T, K, generator=gen) > 0.25
+    mask[B0, T0] = True          # the planted token's frame and track keep present keys besides it
+    mask[B0, :, K0] = True
+    mask[0, 1, :] = False        # an empty frame elsewhere (spatial group with no key)
+    grad_out = torch.randn(P, B, T, K, H, Dh, generator=gen).to(device=device, dtype=dtype)
+    return q, k, v, mask.to(device), grad_out
+
+
+def _run(backend, q, k, v, axes, mask, grad_out):
+    q, k, v = (x.detach().clone().requires_grad_() for x in (q, k, v))
+    try:
+        out = entity_attention(q, k, v, axes, mask=mask, backend=backend)
+    except NotImplementedError as e:
+        pytest.skip(str(e))
+    grads = torch.autograd.grad(out, (q, k, v), grad_out)
+    return (out.detach(), *grads)
+
+
+def _planted_groups(axes) -> torch.Tensor:
+    """[P, B, T, K, H] True on the planted token's group in each path (at the planted head)."""
+    region = torch.zeros(P, B, T, K, H, dtype=torch.bool)
+    for p, axis in enumerate(axes):
+        if axis == "spatial":
+            region[p, B0, T0, :, H0] = True
+        else:
+            region[p, B0, :, K0, H0] = True
+    return region
+
+
+@pytest.mark.parametrize("tensor,value,masked", PLANTS,
+                         ids=[f"{t}-{v}-{'masked' if m else 'present'}" for t, v, m in PLANTS])
+@pytest.mark.parametrize("axes", [("spatial", "temporal"), ("temporal", "spatial")], ids=["st", "ts"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("backend", ["reference", "cpp", "triton"])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_non_finite_values_stay_in_their_group(backend, device, dtype, axes, tensor, value, masked):
+    q, k, v, mask, grad_out = _inputs(dtype, device)
+    mask[B0, T0, K0] = not masked
+    clean = _run(backend, q, k, v, axes, mask, grad_out)
+    planted = {"q": q, "k": k, "v": v}
+    planted[tensor] = planted[tensor].clone()
+    planted[tensor][:, B0, T0, K0, H0, 0] = value          # one feature of the token, every path
+    dirty = _run(backend, planted["q"], planted["k"], planted["v"], axes, mask, grad_out)
+
+    region = _planted_groups(axes).to(device)
+    keep = torch.ones_like(region) if masked else ~region  # a masked key changes nothing at all
+    for name, a, b in zip(("o", "dq", "dk", "dv"), clean, dirty):
+        assert torch.equal(a[keep], b[keep]), (
+            f"{backend}: {name} changed outside the planted groups "
+            f"({int((a[keep] != b[keep]).any(-1).sum())} of {int(keep.sum())} rows differ)")
+    if not masked:  # the planted value reached its own groups (the test is not vacuous)
+        assert not torch.isfinite(dirty[0][region]).all(), f"{backend}: planted {value} in {tensor} had no effect"
