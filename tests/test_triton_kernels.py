@@ -279,12 +279,15 @@ _TL_DTYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16
 
 def _compile_for(kernel, args, constexprs, capability, num_warps):
     """Compile ``kernel`` ahead of time for ``cuda:capability`` the way a launch with ``args`` would (ints
-    equal to 1 specialised to constants, as Triton's launcher does). Needs a non-interpreting process."""
+    equal to 1 and arguments the kernel declares ``tl.constexpr`` specialised to constants, as Triton's
+    launcher does). Needs a non-interpreting process."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     sig, consts = {}, dict(constexprs)
-    for name, a in zip(kernel.arg_names, args):
-        if isinstance(a, torch.Tensor):
+    for i, (name, a) in enumerate(zip(kernel.arg_names, args)):
+        if i in kernel.constexprs:
+            sig[name], consts[name] = "constexpr", a
+        elif isinstance(a, torch.Tensor):
             sig[name] = "*" + _TL_DTYPE[a.dtype]
         elif isinstance(a, int) and a == 1:
             sig[name], consts[name] = "constexpr", 1
