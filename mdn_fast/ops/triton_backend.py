@@ -191,7 +191,7 @@ if _IMPORT_ERROR is None:
                 *_strides(x_st), *_strides(x_ts), *_strides(y), *_strides(weight), *_strides(bias),
                 *m_str, *_strides(alpha), T, K, D, 1.0 / tau,
                 HAS_MASK=mask is not None, SINGLE=cfg["SINGLE"], BLOCK_T=cfg["BLOCK_T"],
-                BLOCK_D=cfg["BLOCK_D"], num_warps=cfg["num_warps"])
+                BLOCK_D=cfg["BLOCK_D"], NCHUNK=cfg["NCHUNK"], num_warps=cfg["num_warps"])
         return y, alpha
 
     @triton_op("mdn_fast_triton::routed_merge_backward", mutates_args=())
@@ -210,7 +210,7 @@ if _IMPORT_ERROR is None:
                 *_strides(dy), *_strides(x_st), *_strides(x_ts), *_strides(dx_st), *_strides(weight),
                 *m_str, *_strides(alpha), *_strides(dalpha), T, K, D, 1.0 / tau,
                 HAS_MASK=mask is not None, SINGLE=cfg["SINGLE"], BLOCK_T=cfg["BLOCK_T"],
-                BLOCK_D=cfg["BLOCK_D"], num_warps=cfg["num_warps"])
+                BLOCK_D=cfg["BLOCK_D"], NCHUNK=cfg["NCHUNK"], num_warps=cfg["num_warps"])
         # Router grads reduced over clips by torch (deterministic): dW[k] = dlogits[:, k]^T @ pooled[:, k].
         dweight = torch.bmm(dlogits.permute(1, 2, 0), pooled.permute(1, 0, 2)).to(weight.dtype)
         dbias = dlogits.sum(dim=0).to(weight.dtype)

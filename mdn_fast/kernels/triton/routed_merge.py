@@ -14,11 +14,12 @@ hit L2). The router's weight and bias gradients are ``dlogits^T @ pooled`` and `
 backward writes per-(b, k) ``dlogits`` and ``pooled`` and the host reduces them with torch (a batched
 matmul and a sum): no atomics, so every gradient is deterministic.
 
-D is a compile-time constant (``tl.constexpr``) because it bounds the chunk loops, ``range(0, D,
-BLOCK_D)``, and Triton's CPU interpreter needs a Python int there: it holds a runtime int argument as a
-1-element numpy array, which Triton 3.6 turns into an int with ``int(array)``, an error since NumPy 2.4
-(Triton 3.8 squeezes the array first). A constexpr is a plain int under every Triton and NumPy. On a GPU
-it means one compilation per feature width (a model has one) and lets the compiler fold the ``< D`` masks.
+The chunk loops run ``NCHUNK`` (a ``tl.constexpr``, ``cdiv(D, BLOCK_D)``) times rather than over
+``range(0, D, BLOCK_D)``: Triton's CPU interpreter holds a runtime int argument as a 1-element numpy
+array, which Triton 3.6 turns into a loop bound with ``int(array)``, an error since NumPy 2.4 (Triton 3.8
+squeezes the array first); a constexpr is a plain int under every Triton and NumPy. D itself stays a
+runtime argument: made a constexpr, it let the compiler fold the ``< D`` masks into more live registers
+(8 bytes of spill on sm_80 in the chunked fp16/bf16 forward, benchmarks/kernel_resources.py).
 """
 from __future__ import annotations
 
@@ -54,8 +55,9 @@ def _rm_fwd(xs_ptr, xt_ptr, w_ptr, bias_ptr, m_ptr, y_ptr, a_ptr,
             sy_b, sy_t, sy_k, sy_d,
             sw_k, sw_j, sw_c, sb_k, sb_j,
             sm_b, sm_t, sm_k, sa_b, sa_k, sa_j,
-            T, K, D: tl.constexpr, inv_tau,
-            HAS_MASK: tl.constexpr, SINGLE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+            T, K, D, inv_tau,
+            HAS_MASK: tl.constexpr, SINGLE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+            NCHUNK: tl.constexpr):
     b, k, t, d, tmask, wt = _program_pooling(m_ptr, sm_b, sm_t, sm_k, T, K, HAS_MASK, BLOCK_T, BLOCK_D)
     xs_base = xs_ptr + b * sxs_b + k * sxs_k + t[:, None] * sxs_t
     xt_base = xt_ptr + b * sxt_b + k * sxt_k + t[:, None] * sxt_t
@@ -76,8 +78,8 @@ def _rm_fwd(xs_ptr, xt_ptr, w_ptr, bias_ptr, m_ptr, y_ptr, a_ptr,
     else:
         acc0 = tl.zeros([BLOCK_D], dtype=tl.float32)
         acc1 = tl.zeros([BLOCK_D], dtype=tl.float32)
-        for c0 in range(0, D, BLOCK_D):
-            dc = c0 + d
+        for c in range(NCHUNK):
+            dc = c * BLOCK_D + d
             dm = dc < D
             ld = tmask[:, None] & dm[None, :]
             ps = tl.sum(tl.load(xs_base + dc[None, :] * sxs_d, mask=ld, other=0.0).to(tl.float32)
@@ -105,8 +107,8 @@ def _rm_fwd(xs_ptr, xt_ptr, w_ptr, bias_ptr, m_ptr, y_ptr, a_ptr,
     if SINGLE:
         tl.store(y_base + d[None, :] * sy_d, (a0 * xs + a1 * xt).to(y_ptr.dtype.element_ty), mask=ld)
     else:
-        for c0 in range(0, D, BLOCK_D):
-            dc = c0 + d
+        for c in range(NCHUNK):
+            dc = c * BLOCK_D + d
             ld = tmask[:, None] & (dc < D)[None, :]
             xs = tl.load(xs_base + dc[None, :] * sxs_d, mask=ld, other=0.0).to(tl.float32)
             xt = tl.load(xt_base + dc[None, :] * sxt_d, mask=ld, other=0.0).to(tl.float32)
@@ -121,8 +123,9 @@ def _rm_bwd(dy_ptr, da_ptr, xs_ptr, xt_ptr, w_ptr, a_ptr, m_ptr, dxs_ptr, dxt_pt
             sg_b, sg_t, sg_k, sg_d,
             sw_k, sw_j, sw_c,
             sm_b, sm_t, sm_k, sa_b, sa_k, sa_j, sda_b, sda_k, sda_j,
-            T, K, D: tl.constexpr, inv_tau,
-            HAS_MASK: tl.constexpr, SINGLE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+            T, K, D, inv_tau,
+            HAS_MASK: tl.constexpr, SINGLE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+            NCHUNK: tl.constexpr):
     # dx_st, dx_ts share the strides sg_*; dl [B, K, 2] and pooled [B, K, 2D] are contiguous fp32.
     pid = tl.program_id(0)
     b, k, t, d, tmask, wt = _program_pooling(m_ptr, sm_b, sm_t, sm_k, T, K, HAS_MASK, BLOCK_T, BLOCK_D)
@@ -149,8 +152,8 @@ def _rm_bwd(dy_ptr, da_ptr, xs_ptr, xt_ptr, w_ptr, a_ptr, m_ptr, dxs_ptr, dxt_pt
     else:
         acc0 = tl.zeros([BLOCK_D], dtype=tl.float32)
         acc1 = tl.zeros([BLOCK_D], dtype=tl.float32)
-        for c0 in range(0, D, BLOCK_D):
-            dc = c0 + d
+        for c in range(NCHUNK):
+            dc = c * BLOCK_D + d
             dm = dc < D
             ld = tmask[:, None] & dm[None, :]
             dy = tl.load(dy_base + dc[None, :] * sdy_d, mask=ld, other=0.0).to(tl.float32)
@@ -183,8 +186,8 @@ def _rm_bwd(dy_ptr, da_ptr, xs_ptr, xt_ptr, w_ptr, a_ptr, m_ptr, dxs_ptr, dxt_pt
         tl.store(dxs_ptr + offs, (a0 * dy + wt[:, None] * dps[None, :]).to(dxs_ptr.dtype.element_ty), mask=ld)
         tl.store(dxt_ptr + offs, (a1 * dy + wt[:, None] * dpt[None, :]).to(dxt_ptr.dtype.element_ty), mask=ld)
     else:
-        for c0 in range(0, D, BLOCK_D):
-            dc = c0 + d
+        for c in range(NCHUNK):
+            dc = c * BLOCK_D + d
             dm = dc < D
             ld = tmask[:, None] & dm[None, :]
             dy = tl.load(dy_base + dc[None, :] * sdy_d, mask=ld, other=0.0).to(tl.float32)
@@ -214,7 +217,7 @@ def launch_config(T: int, D: int) -> dict:
     block_d_full = next_pow2(D)
     single = block_t * block_d_full <= _SINGLE_TILE
     block_d = block_d_full if single else max(16, _SINGLE_TILE // block_t)
-    # 8 warps from 2048-element tiles: at 4 the paper's [8, 256] tile spills on sm_80 (bf16) and keeps
-    # more registers per thread (benchmarks/kernel_resources.py).
-    return dict(BLOCK_T=block_t, BLOCK_D=block_d, SINGLE=single,
-                num_warps=4 if block_t * block_d < 2048 else 8)
+    # 8 warps from 2048-element tiles, 16 from 4096: fewer spill (4 warps on the paper's [8, 256] bf16
+    # tile on sm_80; 8 warps on the chunked [8, 512] fp16/bf16 forward) (benchmarks/kernel_resources.py).
+    return dict(BLOCK_T=block_t, BLOCK_D=block_d, SINGLE=single, NCHUNK=-(-D // block_d),
+                num_warps=4 if block_t * block_d < 2048 else (8 if block_t * block_d < 4096 else 16))
