@@ -13,12 +13,6 @@ logits are a sum over D, so they are complete only after the first walk; the sec
 hit L2). The router's weight and bias gradients are ``dlogits^T @ pooled`` and ``sum_b dlogits``: the
 backward writes per-(b, k) ``dlogits`` and ``pooled`` and the host reduces them with torch (a batched
 matmul and a sum): no atomics, so every gradient is deterministic.
-
-D is a compile-time constant (``tl.constexpr``) because it bounds the chunk loops, ``range(0, D,
-BLOCK_D)``, and Triton's CPU interpreter needs a Python int there: it holds a runtime int argument as a
-1-element numpy array, which Triton 3.6 turns into an int with ``int(array)``, an error since NumPy 2.4
-(Triton 3.8 squeezes the array first). A constexpr is a plain int under every Triton and NumPy. On a GPU
-it means one compilation per feature width (a model has one) and lets the compiler fold the ``< D`` masks.
 """
 from __future__ import annotations
 
@@ -54,7 +48,7 @@ def _rm_fwd(xs_ptr, xt_ptr, w_ptr, bias_ptr, m_ptr, y_ptr, a_ptr,
             sy_b, sy_t, sy_k, sy_d,
             sw_k, sw_j, sw_c, sb_k, sb_j,
             sm_b, sm_t, sm_k, sa_b, sa_k, sa_j,
-            T, K, D: tl.constexpr, inv_tau,
+            T, K, D, inv_tau,
             HAS_MASK: tl.constexpr, SINGLE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
     b, k, t, d, tmask, wt = _program_pooling(m_ptr, sm_b, sm_t, sm_k, T, K, HAS_MASK, BLOCK_T, BLOCK_D)
     xs_base = xs_ptr + b * sxs_b + k * sxs_k + t[:, None] * sxs_t
@@ -120,7 +114,7 @@ def _rm_bwd(dy_ptr, da_ptr, xs_ptr, xt_ptr, w_ptr, a_ptr, m_ptr, dxs_ptr, dxt_pt
             sg_b, sg_t, sg_k, sg_d,
             sw_k, sw_j, sw_c,
             sm_b, sm_t, sm_k, sa_b, sa_k, sa_j, sda_b, sda_k, sda_j,
-            T, K, D: tl.constexpr, inv_tau,
+            T, K, D, inv_tau,
             HAS_MASK: tl.constexpr, SINGLE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
     # dx_st, dx_ts share the strides sg_*; dl [B, K, 2] and pooled [B, K, 2D] are contiguous fp32.
     pid = tl.program_id(0)
