@@ -18,6 +18,7 @@ evaluation's.
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -34,6 +35,8 @@ class DistContext:
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     owns_group: bool = False
+    #: weak references to the DDP wrappers ``wrap_model`` made, for ``cleanup``
+    ddp_wrappers: list = field(default_factory=list, repr=False, compare=False)
 
     @property
     def distributed(self) -> bool:
@@ -98,6 +101,20 @@ def setup(device: str = "auto") -> DistContext:
 
 
 def cleanup(ctx: DistContext) -> None:
+    """Release the DDP wrappers' process-group state, then destroy the group when ``setup`` created it.
+
+    Each wrapper's Reducer (and the Logger holding it) is dropped first, while the group registry still
+    references the process group. Left alive, a wrapper freed later (often at interpreter exit) drops the
+    group's last reference from the Reducer's C++ destructor with the GIL held; ``~ProcessGroupGloo``
+    then joins worker threads that need the GIL to free the last collective's tensors: a deadlock, seen in
+    about one run in five on torch 2.11 (CPU, gloo). The wrappers are unusable afterwards, as is the group.
+    """
+    for ref in ctx.ddp_wrappers:
+        ddp = ref()
+        for name in ("logger", "reducer"):   # the state DDP itself drops when pickled
+            if ddp is not None and name in ddp.__dict__:
+                delattr(ddp, name)
+    ctx.ddp_wrappers.clear()
     if ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -171,7 +188,9 @@ def wrap_model(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return DDP(model, device_ids=ids)
+    ddp = DDP(model, device_ids=ids)
+    ctx.ddp_wrappers.append(weakref.ref(ddp))
+    return ddp
 
 
 def sync_buffers(model: torch.nn.Module, ctx: DistContext) -> None:

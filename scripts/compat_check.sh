@@ -71,6 +71,8 @@ else
   echo "$want_stamp" > "$stamp"
 fi
 PY="$VENV/bin/python"
+# The venv first on PATH, as if activated: tests start `python`, `torchrun` and scripts/*.sh subprocesses.
+export VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH"
 # No PyAV, like the GPU machine: a venv built by hand may have pulled it in.
 if "$PY" -c 'import av' >/dev/null 2>&1; then
   echo "compat_check: av is installed in $VENV, the GPU machine has none; removing it"
