@@ -303,7 +303,13 @@ print("PROBE" + json.dumps(out))
         if self.args.quick:
             env["MDN_FAST_BENCH_QUICK"] = "1"
         status = "done"
-        for sel in bench_selection(stage, self.device, self.args.quick):
+        sels = bench_selection(stage, self.device, self.args.quick)
+        if self.args.bench_paths:     # the older interface: BENCH_PATHS + pytest arguments, as one stage
+            if stage != "c":
+                return "skipped (BENCH_PATHS given: stage c ran them)"
+            sels = [(["-m", "gpu"] if self.device == "cuda" else []) + self.args.bench_paths]
+        for sel in sels:
+            sel = sel + self.args.pytest_args
             if self.left() < MIN_S[self.device][stage]:
                 return "cut (budget)"
             # the harness stops between configurations at the deadline; the hard limit only catches a
@@ -409,7 +415,11 @@ def parse(argv=None):
     ap.add_argument("--rebuild", action="store_true", help="build mdn_fast._C even if it is there")
     ap.add_argument("--fail-fast", action="store_true", help="stage b stops at the first failing test")
     ap.add_argument("--quick", action="store_true", help="benchmarks at tiny sizes, untimed (tests the script)")
-    args = ap.parse_args(argv)
+    args, extra = ap.parse_known_args(argv)
+    # The older interface still works: extra arguments (e.g. ``-k B256-T8``) go to every benchmark
+    # pytest call, and ``BENCH_PATHS`` replaces the benchmark stages' selections.
+    args.pytest_args = extra
+    args.bench_paths = os.environ.get("BENCH_PATHS", "").split()
     bad = set(args.stages) - set(STAGES)
     if bad or not args.stages:
         ap.error(f"--stages: letters from {STAGES!r}, got {args.stages!r}")
