@@ -9,7 +9,7 @@ import torch
 
 from mdn_fast.data import video as V
 from mdn_fast.data.prepare_videos import MANIFEST, PreparedVideos, prepare_videos, prepared_size
-from mdn_fast.data.video_fixtures import write_video
+from mdn_fast.data.video_fixtures import write_square_clip, write_video
 
 av = pytest.importorskip("av")
 if "libx264" not in av.codecs_available:
@@ -18,21 +18,7 @@ if "libx264" not in av.codecs_available:
 
 def _square_clip(path, n, h, w, fps=30):
     """A dark clip with a white 12x12 square moving 2 px per frame; returns its centres per frame."""
-    centres = []
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=fps)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        s.options = {"crf": "12"}
-        for t in range(n):
-            img = np.full((h, w, 3), 30, np.uint8)
-            cx, cy = 40 + 2 * t, 60 + t
-            img[cy - 6:cy + 6, cx - 6:cx + 6] = 255
-            centres.append((cx - 0.5, cy - 0.5))
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    return np.array(centres, np.float32)
+    return write_square_clip(path, n, h, w, fps=fps, crf=12)
 
 
 @pytest.fixture

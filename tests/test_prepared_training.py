@@ -18,6 +18,7 @@ from mdn_fast.data.boxes import entity_boxes
 from mdn_fast.data.layouts_extra import swap_hand_groups
 from mdn_fast.data.ma52 import MA52Dataset, rescale_keypoints
 from mdn_fast.data.prepare_videos import MANIFEST, prepare_videos
+from mdn_fast.data.video_fixtures import write_square_clip
 from mdn_fast.data.video import (IMAGENET_MEAN, IMAGENET_STD, apply_to_frames, apply_to_keypoints, count_frames,
                                  decode_frames, frame_map, make_crop_plan, tsn_sample_indices)
 from tests._ma52_release import annotation, write_list, write_pose_pickle
@@ -34,24 +35,8 @@ TINY = ["--epochs", "1", "--dim", "16", "--heads", "2", "--backbone", "resnet18"
 
 
 def _square_clip(path, x0, y0):
-    """A dark clip with a white 12x12 square moving (2, 1) px per frame; its centre per frame
-    (pixel-index units: the square covers pixels cx-6 .. cx+5)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    centres = []
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=30)
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        s.options = {"crf": "10"}
-        for t in range(N):
-            img = np.full((H, W, 3), 30, np.uint8)
-            cx, cy = x0 + 2 * t, y0 + t
-            img[cy - 6:cy + 6, cx - 6:cx + 6] = 255
-            centres.append((cx - 0.5, cy - 0.5))
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    return np.array(centres, np.float32)
+    """A dark clip with a white 12x12 square moving (2, 1) px per frame; its centre per frame."""
+    return write_square_clip(path, N, H, W, x0=x0, y0=y0, crf=10)
 
 
 def make_square_release(root):

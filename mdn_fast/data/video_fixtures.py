@@ -114,3 +114,28 @@ def write_video(path, num_frames: int, height: int, width: int, *, fps: int = 30
         for p in s.encode():
             out.mux(p)
     return path
+
+
+def write_square_clip(path, num_frames: int, height: int, width: int, *, x0: int = 40, y0: int = 60,
+                      fps: int = 30, crf: int = 12) -> np.ndarray:
+    """A dark H.264 clip with a white 12x12 square moving (2, 1) px per frame from centre ``(x0, y0)``;
+    returns its centre per frame ``[num_frames, 2]`` in pixel-index units (the square covers pixels
+    cx-6 .. cx+5), so tests can check that keypoints follow the frames through crops and resizes."""
+    import av
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    centres = []
+    with av.open(str(path), "w") as out:
+        s = out.add_stream(h264_encoder(), rate=fps)
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        s.options = {"crf": str(crf)}
+        for t in range(num_frames):
+            img = np.full((height, width, 3), 30, np.uint8)
+            cx, cy = x0 + 2 * t, y0 + t
+            img[cy - 6:cy + 6, cx - 6:cx + 6] = 255
+            centres.append((cx - 0.5, cy - 0.5))
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return np.array(centres, np.float32)
