@@ -179,32 +179,24 @@ class Check:
 
     def probe(self) -> dict:
         """Device, versions and what ``_C`` holds, asked of a fresh interpreter."""
+        # mdn_fast.info.collect() is the package's own report (versions, backends, what _C holds); the
+        # GPU's properties and numpy's version are what the results need beside it.
         code = r"""
-import json, platform, sys
-out = {"python": platform.python_version()}
+import json
+out = {}
 try:
-    import torch
-    out.update(torch=torch.__version__, torch_cuda=torch.version.cuda, cuda=torch.cuda.is_available())
+    from mdn_fast.info import collect
+    out.update(collect())
+    import numpy, torch
+    out["numpy"] = numpy.__version__
+    out["cuda"] = torch.cuda.is_available()
     if out["cuda"]:
         p = torch.cuda.get_device_properties(0)
         out.update(gpu=p.name, capability=f"{p.major}.{p.minor}", sms=p.multi_processor_count,
                    memory_gib=round(p.total_memory / 2**30, 1))
 except Exception as e:
-    out["torch"] = f"not importable: {e}"
-for m in ("triton", "numpy"):
-    try:
-        out[m] = __import__(m).__version__
-    except Exception as e:
-        out[m] = f"not importable: {type(e).__name__}"
-try:
-    from mdn_fast.ops import cpp_backend
-    import mdn_fast
-    out["cpp_build"] = cpp_backend.build_info()
-    out["backends"] = mdn_fast.available_backends()
-except Exception as e:
-    out["cpp_build"] = {}
-    out["mdn_fast_error"] = f"{type(e).__name__}: {e}"
-print("PROBE" + json.dumps(out))
+    out["error"] = f"{type(e).__name__}: {e}"
+print("PROBE" + json.dumps(out, default=str))
 """
         res = subprocess.run([self.py, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
         line = next((l for l in res.stdout.splitlines() if l.startswith("PROBE")), None)

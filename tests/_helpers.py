@@ -69,16 +69,10 @@ def holey_mask(B, T, K, device, generator=None):
     return mask.to(device)
 
 
-def backend_reason(backend: str, op: str, device, dtype: torch.dtype, sizes: dict) -> str | None:
-    """Why ``backend`` cannot run ``op`` here (None when it can): the package's own answer,
-    ``mdn_fast.ops.unsupported_reason``, the one dispatch uses."""
-    return unsupported_reason(backend, op, device, dtype, sizes)
-
-
 def skip_unless_supported(backend: str, ops_sizes: dict, device, dtype: torch.dtype) -> None:
     """Skip the test when ``backend`` cannot run one of ``{op: sizes}`` here."""
     for op, sizes in ops_sizes.items():
-        why = backend_reason(backend, op, device, dtype, sizes)
+        why = unsupported_reason(backend, op, device, dtype, sizes)
         if why:
             pytest.skip(f"{backend} cannot run {op}: {why}")
 
@@ -186,5 +180,5 @@ def check_routed_merge(backend, B, T, K, D, dtype, device, *, with_mask=True, la
 
 
 __all__ = ["BACKENDS", "DTYPES", "rel_err", "assert_close", "assert_matches_reference", "packed_qkv",
-           "strided_feature_qkv", "holey_mask", "backend_reason", "skip_unless_supported", "device_params",
+           "strided_feature_qkv", "holey_mask", "skip_unless_supported", "device_params",
            "check_entity_attention", "routed_merge_inputs", "check_routed_merge"]

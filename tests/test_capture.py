@@ -11,9 +11,8 @@ import torch
 
 from mdn_fast.data.layouts import ENTITIES
 from mdn_fast.nn.micro_dualnet import MicroDualNet, MicroDualNetOutput
-from mdn_fast.ops._backends import BACKENDS
+from mdn_fast.ops import BACKENDS, unsupported_reason
 
-from ._helpers import backend_reason
 from ._model_helpers import body25_keypoints, frames
 
 B, T, S, D, H = 3, 4, 48, 32, 4
@@ -49,8 +48,8 @@ def _inputs(modality, seed=0, device="cpu"):
 
 def _skip_unless_runs(backend, device="cpu"):
     sizes = dict(P=2, B=B, T=T, K=K, H=H, Dh=D // H, D=D)
-    why = (backend_reason(backend, "entity_attention", device, torch.float32, sizes)
-           or backend_reason(backend, "routed_merge", device, torch.float32, sizes))
+    why = (unsupported_reason(backend, "entity_attention", device, torch.float32, sizes)
+           or unsupported_reason(backend, "routed_merge", device, torch.float32, sizes))
     if why:
         pytest.skip(why)
 
