@@ -8,7 +8,8 @@ Triton kernels (``mdn_fast/kernels/triton``): each op of the ``triton`` backend 
 Triton's own binder (ints equal to 1 become constants, alignment / divisibility-by-16 attributes, as a
 launch computes them) and compiled ahead of time for sm_80 and sm_90. Sizes: every block configuration
 ``entity_attention.launch_config`` chooses over the whole supported range (T <= MAX_T, K <= MAX_K,
-Dh <= MAX_DH, one or two paths; each at the largest size that picks it), plus the named sizes of
+Dh <= MAX_DH, one or two paths; each at the largest size that picks it, with an odd Dh and with Dh a
+multiple of 16: rows Triton loads element by element, and as vectors), plus the named sizes of
 ``SIZES`` (the paper's, both axes orders, T = 32, the limits, tiny groups) for both ops; fp32, fp16,
 bf16; with and without a mask; q, k, v as views of a packed QKV projection (what a block passes).
 CUDA C++ kernels (``csrc/cuda/*.cu``, torch-free): compiled with nvcc to cubins for sm_80 and sm_90a.
@@ -123,10 +124,10 @@ _TORCH_DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 def _ea_sweep() -> dict[str, tuple]:
-    """Every (BLOCK_R, BLOCK_D, num_warps) entity_attention.launch_config picks over the supported sizes,
-    for 16-bit and for fp32 inputs, each at the largest size with an odd Dh that picks it (no stride
-    divisible by 16: scalar loads, the most registers; the named sizes cover the vectorised variants of
-    the common configurations)."""
+    """Every (BLOCK_R, BLOCK_D, CHUNK_D, forward and backward num_warps) entity_attention.launch_config picks over the supported
+    sizes, for 16-bit and for fp32 inputs, each at the largest size that picks it, twice: with an odd Dh
+    (``-oddDh``: no stride divisible by 16, scalar loads, the most registers) and with Dh a multiple of
+    16 (``-vec``: vectorised loads, what packed projections of the usual head sizes give)."""
     from mdn_fast._limits import MAX_DH, MAX_K, MAX_T
     from mdn_fast.kernels.triton import entity_attention as kea
     found = {}
@@ -134,9 +135,11 @@ def _ea_sweep() -> dict[str, tuple]:
         for axes in ((0,), (1,), (0, 1)):
             for T in range(1, MAX_T + 1):
                 for K in range(1, MAX_K + 1):
-                    for Dh in range(1, MAX_DH + 1, 2):
-                        cfg = kea.launch_config(T, K, Dh, list(axes), fp32)
-                        name = f"R{cfg['BLOCK_R']}-D{cfg['BLOCK_D']}-w{cfg['num_warps']}-oddDh"
+                    for Dh in [*range(1, MAX_DH + 1, 2), *range(16, MAX_DH + 1, 16)]:
+                        vec = Dh % 16 == 0
+                        f, b = (kea.launch_config(T, K, Dh, list(axes), fp32, vec)[k] for k in ("fwd", "bwd"))
+                        name = (f"R{f['BLOCK_R']}-D{f['BLOCK_D']}-C{f['CHUNK_D']}-w{f['num_warps']}-{b['num_warps']}-"
+                                f"{'vec' if vec else 'oddDh'}")
                         found[name + ("-fp32" if fp32 else "")] = (T, K, 1, Dh, axes)
     return found
 
@@ -242,7 +245,7 @@ def _compile_job(i: int) -> Row:
     smem = static_smem + compiled.metadata.shared
     threads = compiled.metadata.num_warps * 32
     warps, limiter = occupancy(cap, regs, smem, threads)
-    blocks = {k: v for k, v in kwargs.items() if k.startswith(("BLOCK_", "SINGLE"))}
+    blocks = {k: v for k, v in kwargs.items() if k.startswith(("BLOCK_", "CHUNK_", "SINGLE"))}
     config = " ".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in blocks.items())
     config += f" w{compiled.metadata.num_warps} {'mask' if has_mask else 'nomask'} [{','.join(names)}]"
     return Row(kernel.fn.__name__, f"sm_{cap}", dtype, config, regs, spill, smem, threads, warps, limiter,
@@ -315,7 +318,7 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compiles")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     ap.add_argument("--only", choices=("triton", "cuda"), help="one family of kernels")
-    ap.add_argument("--sizes", help="comma-separated size names (SIZES, R..-D..-w..-oddDh): a subset, to iterate")
+    ap.add_argument("--sizes", help="comma-separated size names (SIZES, R..-D..-C..-w..-..-oddDh|vec): a subset, to iterate")
     opts = ap.parse_args(argv)
     missing = [name for name, path in (("cuobjdump", cuobjdump()), ("nvcc", nvcc())) if path is None]
     if missing and opts.only != "triton" or "cuobjdump" in missing:

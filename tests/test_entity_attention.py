@@ -63,6 +63,8 @@ CASES = [  # (P, B, T, K, H, Dh, axes, layout): odd sizes, both orders, one and 
     (1, 2, 8, 6, 2, 32, ("temporal",), "packed"),
     (3, 2, 5, 3, 3, 20, ("spatial", "spatial", "temporal"), "strided_features"),
     (2, 1, 33, 3, 1, 20, ("spatial", "temporal"), "packed"),  # T > 32: one temporal group per Triton program
+    # Dh > 32: Triton walks the head dim in chunks (the last one partly, one wholly past Dh in 16-bit)
+    (2, 2, 7, 5, 2, 40, ("spatial", "temporal"), "strided_features"),
 ]
 
 

@@ -33,14 +33,14 @@ PLANTS = [  # (tensor, value, the token is a masked key)
 ]
 
 
-def _inputs(dtype, device):
+def _inputs(dtype, device, dh=Dh):
     gen = torch.Generator().manual_seed(11)
-    q, k, v = (torch.randn(P, B, T, K, H, Dh, generator=gen).to(device=device, dtype=dtype) for _ in range(3))
+    q, k, v = (torch.randn(P, B, T, K, H, dh, generator=gen).to(device=device, dtype=dtype) for _ in range(3))
     mask = torch.rand(B, T, K, generator=gen) > 0.25
     mask[B0, T0] = True          # the planted token's frame and track keep present keys besides it
     mask[B0, :, K0] = True
     mask[0, 1, :] = False        # an empty frame elsewhere (spatial group with no key)
-    grad_out = torch.randn(P, B, T, K, H, Dh, generator=gen).to(device=device, dtype=dtype)
+    grad_out = torch.randn(P, B, T, K, H, dh, generator=gen).to(device=device, dtype=dtype)
     return q, k, v, mask.to(device), grad_out
 
 
@@ -72,12 +72,29 @@ def _planted_groups(axes) -> torch.Tensor:
 @pytest.mark.parametrize("backend", ["reference", "cpp", "triton"])
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_non_finite_values_stay_in_their_group(backend, device, dtype, axes, tensor, value, masked):
-    q, k, v, mask, grad_out = _inputs(dtype, device)
+    _check_planted(backend, device, dtype, axes, tensor, value, masked, Dh, 0)
+
+
+@pytest.mark.parametrize("tensor,value,masked", PLANTS[::2],
+                         ids=[f"{t}-{v}-{'masked' if m else 'present'}" for t, v, m in PLANTS[::2]])
+@pytest.mark.parametrize("axes", [("spatial", "temporal"), ("temporal", "spatial")], ids=["st", "ts"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("feature", [20, 37], ids=["middle", "last"])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_non_finite_values_in_head_chunks(device, feature, dtype, axes, tensor, value, masked):
+    """Dh = 40: the Triton kernels walk the head dim in chunks (8 columns in fp32, 32 in fp16). The planted
+    feature is in a chunk before others (its flag must survive the later chunks) or in the last, partly
+    filled one."""
+    _check_planted("triton", device, dtype, axes, tensor, value, masked, 40, feature)
+
+
+def _check_planted(backend, device, dtype, axes, tensor, value, masked, dh, feature):
+    q, k, v, mask, grad_out = _inputs(dtype, device, dh)
     mask[B0, T0, K0] = not masked
     clean = _run(backend, q, k, v, axes, mask, grad_out)
     planted = {"q": q, "k": k, "v": v}
     planted[tensor] = planted[tensor].clone()
-    planted[tensor][:, B0, T0, K0, H0, 0] = value          # one feature of the token, every path
+    planted[tensor][:, B0, T0, K0, H0, feature] = value    # one feature of the token, every path
     dirty = _run(backend, planted["q"], planted["k"], planted["v"], axes, mask, grad_out)
 
     region = _planted_groups(axes).to(device)

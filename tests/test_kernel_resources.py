@@ -15,16 +15,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Known to spill, not fixed yet (listed so that every other configuration is held to zero spills; the
-# strict xfail below turns red once they stop spilling, so the list cannot go stale):
-# - entity_attention with a head dim over 32: fp32 everywhere (IEEE fp32 dots are FMA dots whose threads
-#   hold whole K-slices of both 64 x 64 / 64 x 128 operands), 16-bit with an odd Dh (unvectorised rows);
-#   the fix is walking Dh in chunks;
-# - sm_80's ptxas spills 8-16 bytes in the 64-row backward with an odd Dh (fp16, fp32), at any warp count.
-KNOWN_SPILLS = re.compile(r"_ea_(fwd|bwd) .*BLOCK_D=(64|128)\b"
-                          r"|_ea_bwd sm_80 (fp16|fp32) BLOCK_R=64 BLOCK_D=(16|32) w8 .*oddDh")
-
-
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
     from benchmarks.kernel_resources import cuobjdump, nvcc
@@ -56,15 +46,17 @@ def test_every_shipped_kernel_is_in_the_table(table):
     from mdn_fast._limits import MAX_DH, MAX_K, MAX_T
     from mdn_fast.kernels.triton import entity_attention as kea
     for dtype in ("fp32", "fp16", "bf16"):
-        want = set()
-        for T in range(1, MAX_T + 1):
-            for K in range(1, MAX_K + 1):
-                for Dh in (1, 16, 17, 32, 33, 64, 65, MAX_DH):
-                    for axes in ([0], [1], [0, 1]):
-                        cfg = kea.launch_config(T, K, Dh, axes, dtype == "fp32")
-                        want.add((cfg["BLOCK_R"], cfg["BLOCK_D"], cfg["num_warps"]))
-        for kernel in ("_ea_fwd", "_ea_bwd"):
-            got = {tuple(int(x) for x in re.search(r"BLOCK_R=(\d+) BLOCK_D=(\d+) w(\d+)", r["config"]).groups())
+        for kernel, which in (("_ea_fwd", "fwd"), ("_ea_bwd", "bwd")):
+            want = set()
+            for T in range(1, MAX_T + 1):
+                for K in range(1, MAX_K + 1):
+                    for Dh in (1, 16, 17, 32, 33, 48, 64, 65, MAX_DH):
+                        for axes in ([0], [1], [0, 1]):
+                            for vectorised in (Dh % 16 == 0, False):
+                                c = kea.launch_config(T, K, Dh, axes, dtype == "fp32", vectorised)[which]
+                                want.add((c["BLOCK_R"], c["BLOCK_D"], c["CHUNK_D"], c["num_warps"]))
+            got = {tuple(int(x) for x in
+                         re.search(r"BLOCK_R=(\d+) BLOCK_D=(\d+) CHUNK_D=(\d+) w(\d+)", r["config"]).groups())
                    for r in rows if r["kernel"] == kernel and r["dtype"] == dtype}
             assert want <= got, f"{kernel} {dtype}: configurations never compiled: {sorted(want - got)}"
     # Every __global__ kernel of csrc/cuda, for both CUDA archs.
@@ -82,14 +74,7 @@ def test_every_shipped_kernel_is_in_the_table(table):
 @pytest.mark.slow
 def test_no_kernel_spills(table):
     rows, rc = table
-    spills = [f"{_label(r)}: {r['spill']} B" for r in rows if r["spill"] and not KNOWN_SPILLS.search(_label(r))]
+    spills = [f"{_label(r)}: {r['spill']} B" for r in rows if r["spill"]]
     assert not spills, "spilling kernels:\n" + "\n".join(spills)
+    assert rc == 0, "kernel_resources exits 0 when nothing spills"
     assert all(r["warps_per_sm"] > 0 for r in rows), "a kernel that cannot be resident at all"
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="entity_attention spills with Dh > 32 in fp32 or odd Dh (see KNOWN_SPILLS)")
-def test_known_spills_are_gone(table):
-    rows, rc = table
-    known = [r for r in rows if KNOWN_SPILLS.search(_label(r))]
-    assert known and not any(r["spill"] for r in known) and rc == 0

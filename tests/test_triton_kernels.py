@@ -63,9 +63,33 @@ def _qkv(packed):
 # (the kernels against the reference: the backend-parametrised tests of tests/test_entity_attention.py)
 def test_entity_attention_launch_config_batches_tiny_groups():
     cfg = kea.launch_config(8, 6, 32, [0, 1], False)     # the paper's sizes: one program per (p, b, h)
-    assert cfg["BLOCK_R"] == 64 and cfg["NGB"] == 1 and cfg["BLOCK_D"] == 32 and cfg["axes_bits"] == 2
+    assert cfg["fwd"]["BLOCK_R"] == 64 and cfg["NGB"] == 1 and cfg["fwd"]["BLOCK_D"] == 32 and cfg["axes_bits"] == 2
+    assert cfg["fwd"]["CHUNK_D"] == cfg["bwd"]["CHUNK_D"] == 32      # whole rows
     cfg = kea.launch_config(MAX_T, MAX_K, 24, [1, 0], True)
-    assert cfg["BLOCK_R"] == 64 and cfg["NGB"] == 16 and cfg["DOT_PREC"] == "ieee" and cfg["axes_bits"] == 1
+    assert cfg["bwd"]["BLOCK_R"] == 64 and cfg["NGB"] == 16 and cfg["bwd"]["DOT_PREC"] == "ieee" and cfg["axes_bits"] == 1
+
+
+def test_entity_attention_launch_config_chunks_wide_and_unaligned_heads():
+    for fp32 in (False, True):
+        for T, K, Dh, vec in [(8, 6, 128, True), (8, 6, 24, False), (33, 3, 65, False), (5, 3, 40, True)]:
+            cfg = kea.launch_config(T, K, Dh, [0, 1], fp32, vec)
+            assert cfg["fwd"]["BLOCK_R"] == cfg["bwd"]["BLOCK_R"]          # one tiling: the lse rows match
+            for c in (cfg["fwd"], cfg["bwd"]):
+                whole = c["BLOCK_D"] <= 32 and (vec or c["BLOCK_R"] <= 32)
+                assert (c["CHUNK_D"] == c["BLOCK_D"]) == whole, (T, K, Dh, vec, fp32, c)
+                assert c["CHUNK_D"] >= 16 or fp32                            # 16-bit tl.dot needs K >= 16
+                assert c["BLOCK_D"] % c["CHUNK_D"] == 0
+
+
+def test_vectorised_follows_what_triton_specialises_on():
+    """Rows Triton can load as 16-element vectors: unit column stride, Dh and every other stride a
+    multiple of 16, aligned start. Anything else takes the unaligned (chunked, for 64-row tiles) config."""
+    assert tb._vectorised(*_qkv(torch.empty(2, 8, 6, 2, 3, 8, 32)))                 # the paper's packed QKV
+    assert not tb._vectorised(*_qkv(torch.empty(2, 8, 6, 2, 3, 8, 24)))             # Dh = 24
+    assert not tb._vectorised(torch.empty(2, 2, 8, 6, 32, 8).transpose(-1, -2))     # feature stride 8
+    assert not tb._vectorised(torch.empty(2 * 2 * 8 * 6 * 8 * 32 + 1)[1:].view(2, 2, 8, 6, 8, 32))  # offset 1
+    assert not tb._vectorised(torch.empty(2, 8, 6, 2, 3, 8, 32)[:, :, :3].permute(3, 0, 1, 2, 4, 5, 6)[:, :, :, :, 0],
+                              torch.empty(2, 2, 8, 6, 8, 40)[..., :32])             # one of several: row stride 40
 
 
 # ------------------------------------------------------------------ routed_merge, interpreter

@@ -130,6 +130,15 @@ def _strides(x: torch.Tensor):
     return tuple(x.stride())
 
 
+def _vectorised(*tensors: torch.Tensor) -> bool:
+    """Whether Triton's launch will see every row of these ``[..., Dh]`` tensors 16-element aligned: unit
+    column stride, Dh, every other stride and the storage offset divisible by 16 (what it specialises
+    on; the allocator aligns storages). Then it vectorises the row loads; otherwise each element is a
+    separate load, which costs registers (``entity_attention.launch_config`` chunks those tiles)."""
+    return all(x.stride(-1) == 1 and x.shape[-1] % 16 == 0 and x.storage_offset() % 16 == 0
+               and all(s % 16 == 0 for s in x.stride()[:-1]) for x in tensors)
+
+
 def _mask_arg(mask: Optional[torch.Tensor], like: torch.Tensor):
     """(pointer tensor, strides [3]) for an optional bool mask [B, T, K]; uint8 view, no copy."""
     if mask is None:
@@ -146,14 +155,13 @@ if _IMPORT_ERROR is None:
         P, B, T, K, H, Dh = q.shape
         o = new_output((P, B, T, K, H, Dh), q.dtype, q.device)
         lse2 = new_output((P, B, T, K, H), torch.float32, q.device)
-        cfg = _ea.launch_config(T, K, Dh, axes, q.dtype == torch.float32)
+        cfg = _ea.launch_config(T, K, Dh, axes, q.dtype == torch.float32, _vectorised(q, k, v))
         m_arg, m_str = _mask_arg(mask, q)
         grid = (B * H * cfg["NGB"], P)
         _launch(_ea.ea_fwd_kernel, grid, q, k, v, o, lse2, m_arg,
                 *_strides(q), *_strides(k), *_strides(v), *_strides(o), *_strides(lse2), *m_str,
                 T, K, H, Dh, cfg["NGB"], cfg["axes_bits"], scale * _ea.LOG2E,
-                HAS_MASK=mask is not None, BLOCK_R=cfg["BLOCK_R"], BLOCK_D=cfg["BLOCK_D"],
-                DOT_PREC=cfg["DOT_PREC"], num_warps=cfg["num_warps"])
+                HAS_MASK=mask is not None, **cfg["fwd"])
         return o, lse2
 
     @triton_op("mdn_fast_triton::entity_attention_backward", mutates_args=())
@@ -163,15 +171,14 @@ if _IMPORT_ERROR is None:
                                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         P, B, T, K, H, Dh = q.shape
         dq, dk, dv = (new_output((P, B, T, K, H, Dh), q.dtype, q.device) for _ in range(3))
-        cfg = _ea.launch_config(T, K, Dh, axes, q.dtype == torch.float32)
+        cfg = _ea.launch_config(T, K, Dh, axes, q.dtype == torch.float32, _vectorised(q, k, v, do))
         m_arg, m_str = _mask_arg(mask, q)
         grid = (B * H * cfg["NGB"], P)
         _launch(_ea.ea_bwd_kernel, grid, q, k, v, do, lse2, m_arg, dq, dk, dv,
                 *_strides(q), *_strides(k), *_strides(v), *_strides(do), *_strides(dq),
                 *_strides(lse2), *m_str,
                 T, K, H, Dh, cfg["NGB"], cfg["axes_bits"], scale * _ea.LOG2E, scale,
-                HAS_MASK=mask is not None, BLOCK_R=cfg["BLOCK_R"], BLOCK_D=cfg["BLOCK_D"],
-                DOT_PREC=cfg["DOT_PREC"], num_warps=cfg["num_warps"])
+                HAS_MASK=mask is not None, **cfg["bwd"])
         return dq, dk, dv
 
     register_entity_attention_autograd(_entity_attention_op, _entity_attention_backward_op)

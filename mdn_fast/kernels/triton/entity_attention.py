@@ -15,6 +15,15 @@ axis of each path is a bit of ``axes_bits`` (bit p set: temporal), so one launch
 the grid is ``(B * H * NGB, P)`` with NGB the most group blocks any path needs; rows past a path's last
 group are masked.
 
+Head dimension. Up to 32 columns a program holds whole rows of q, k, v (and do): each is read once.
+Wider heads (and 64-row tiles whose rows Triton cannot load as vectors) are walked in chunks of
+``CHUNK_D`` columns (``launch_config``): the forward accumulates S = Q K^T over the chunks, then writes
+O = P V chunk by chunk; the backward accumulates S and dP = dO V^T over the chunks, then writes dv, dq,
+dk chunk by chunk. The second pass re-reads chunks this program read moments before (L1/L2 hits are
+expected, so HBM traffic should not grow: not yet measured on a GPU), and only [BLOCK_R, CHUNK_D]
+operand tiles are live: no configuration spills registers (whole 128-column fp32 rows spilled up to
+10 KB per thread).
+
 Each program owns every query and every key of its groups, so the backward writes dq, dk, dv without
 atomics (deterministic), recomputes the probabilities from lse (no attention matrix in memory) and gets
 FlashAttention's ``rowsum(dO * O)`` as ``rowsum(P * dP)`` from its own tile, so it never reads o.
@@ -38,7 +47,7 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _program_rows(T, K, H, DH, NGB, axes_bits, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+def _program_rows(T, K, H, NGB, axes_bits, BLOCK_R: tl.constexpr):
     """This program's (path, clip, head) and its BLOCK_R rows: row r is member ``r % n`` of group
     ``r // n`` (see the module docstring). Shared by the forward and the backward, which must tile alike."""
     pid = tl.program_id(0)
@@ -58,9 +67,15 @@ def _program_rows(T, K, H, DH, NGB, axes_bits, BLOCK_R: tl.constexpr, BLOCK_D: t
     valid = (gl < G) & (gi < m)
     t = temporal * mi + (1 - temporal) * gi
     e = temporal * gi + (1 - temporal) * mi
-    d = tl.arange(0, BLOCK_D)
-    ld = valid[:, None] & (d < DH)[None, :]
-    return p.to(tl.int64), b, h, gl, t, e, valid, d, ld
+    return p.to(tl.int64), b, h, gl, t, e, valid
+
+
+@triton.jit
+def _cols(c, valid, DH, WIDTH: tl.constexpr):
+    """Head-dimension columns ``c .. c + WIDTH`` and the [BLOCK_R, WIDTH] load/store mask (valid rows,
+    columns below Dh)."""
+    d = c + tl.arange(0, WIDTH)
+    return d, valid[:, None] & (d < DH)[None, :]
 
 
 @triton.jit
@@ -77,9 +92,9 @@ def _key_rows(m_ptr, b, t, e, valid, gl, sm_b, sm_t, sm_k, HAS_MASK: tl.constexp
 
 @triton.jit
 def _load_rows(ptr, p64, b, h, t, e, d, ld, keep, s_p, s_b, s_t, s_k, s_h, s_d):
-    """Rows ``[BLOCK_R, BLOCK_D]`` of a ``[P, B, T, K, H, Dh]`` tensor through its strides, made finite
-    (non-finite entries, masked-out elements and rows not in ``keep`` read as 0), and ``bad [BLOCK_R]``:
-    which kept rows held a non-finite value.
+    """Rows ``[BLOCK_R, len(d)]`` (columns ``d``) of a ``[P, B, T, K, H, Dh]`` tensor through its strides,
+    made finite (non-finite entries, masked-out elements and rows not in ``keep`` read as 0), and
+    ``bad [BLOCK_R]``: which kept rows held a non-finite value in these columns.
 
     Why: a program's tile stacks several groups, and a row-contracting tl.dot (P @ V, dS @ K, ...)
     multiplies every row by the probabilities of every other group's queries, which are exactly 0 there:
@@ -93,6 +108,53 @@ def _load_rows(ptr, p64, b, h, t, e, d, ld, keep, s_p, s_b, s_t, s_k, s_h, s_d):
 
 
 @triton.jit
+def _reload_rows(ptr, p64, b, h, t, e, d, ld, keep, s_p, s_b, s_t, s_k, s_h, s_d):
+    """``_load_rows`` again in a later pass over the head dimension (values only; the flags are known):
+    addressed as column pointers plus row offsets, so the compiler recomputes the addresses instead of
+    keeping the first pass's 64-bit pointer tile alive across the softmax (registers). The bytes come
+    from L1/L2: this program read them moments ago."""
+    rows = p64 * s_p + b * s_b + h * s_h + t * s_t + e * s_k
+    x = tl.load((ptr + d * s_d)[None, :] + rows[:, None], mask=ld, other=0.0)
+    finite = tl.abs(x) < float("inf")
+    return tl.where(finite & keep[:, None], x, 0.0).to(x.dtype)
+
+
+@triton.jit
+def _softmax_rows(s, allowed, poisoned):
+    """Probabilities ``pr`` (unnormalised: row max subtracted), ``1 / denominator``, row max and
+    denominator of score rows ``s`` (log2 units) over the ``allowed`` pairs; ``poisoned`` pairs become NaN.
+
+    Allowed scores are finite or NaN (poison), so a row max of -inf means an empty group. A row with a
+    key has denom >= 1, an empty one 0 (output 0), a poisoned one NaN (stays poisoned: NaN != 0)."""
+    s = tl.where(allowed, tl.where(poisoned, float("nan"), s), float("-inf"))
+    row_max = tl.max(s, axis=1)
+    row_max = tl.where(row_max == float("-inf"), 0.0, row_max)
+    pr = tl.exp2(s - row_max[:, None])
+    denom = tl.sum(pr, axis=1)
+    has_key = denom != 0.0
+    inv = tl.where(has_key, 1.0 / tl.where(has_key, denom, 1.0), 0.0)
+    return pr, inv, row_max, denom
+
+
+@triton.jit
+def _lse2(row_max, denom):
+    """Base-2 log-sum-exp of the rows, +inf for an empty group. Computed after the output is stored (the
+    row statistics stay two [BLOCK_R] vectors across the P @ V dots, not a third)."""
+    has_key = denom != 0.0
+    return tl.where(has_key, row_max + tl.log2(tl.where(has_key, denom, 1.0)), float("inf"))
+
+
+@triton.jit
+def _score_grads(pr, dp, scale):
+    """dS = P * (dP - rowsum(P * dP)) * scale; rowsum(P * dP) = rowsum(dO * O), so o is never read.
+    A poisoned row's NaN rowsum would turn its exact zeros (other groups, masked keys) into NaN; its
+    allowed pairs stay NaN through pr."""
+    delta = tl.sum(pr * dp, axis=1)
+    delta = tl.where(delta == delta, delta, 0.0)
+    return pr * (dp - delta[:, None]) * scale
+
+
+@triton.jit
 def _ea_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, m_ptr,
             sq_p, sq_b, sq_t, sq_k, sq_h, sq_d,
             sk_p, sk_b, sk_t, sk_k, sk_h, sk_d,
@@ -101,31 +163,45 @@ def _ea_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, m_ptr,
             sl_p, sl_b, sl_t, sl_k, sl_h,
             sm_b, sm_t, sm_k,
             T, K, H, DH, NGB, axes_bits, qk_scale,
-            HAS_MASK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr):
-    p64, b, h, gl, t, e, valid, d, ld = _program_rows(T, K, H, DH, NGB, axes_bits, BLOCK_R, BLOCK_D)
+            HAS_MASK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK_D: tl.constexpr,
+            DOT_PREC: tl.constexpr):
+    p64, b, h, gl, t, e, valid = _program_rows(T, K, H, NGB, axes_bits, BLOCK_R)
     key_ok, allowed = _key_rows(m_ptr, b, t, e, valid, gl, sm_b, sm_t, sm_k, HAS_MASK)
-    q, bad_q = _load_rows(q_ptr, p64, b, h, t, e, d, ld, valid, sq_p, sq_b, sq_t, sq_k, sq_h, sq_d)
-    k, bad_k = _load_rows(k_ptr, p64, b, h, t, e, d, ld, key_ok, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d)
-
-    v, bad_v = _load_rows(v_ptr, p64, b, h, t, e, d, ld, key_ok, sv_p, sv_b, sv_t, sv_k, sv_h, sv_d)
-    s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale          # log2 units
-    poisoned = bad_q[:, None] | (bad_k | bad_v)[None, :]
-    s = tl.where(allowed, tl.where(poisoned, float("nan"), s), float("-inf"))
-    # Allowed scores are finite or NaN (poison), so a row max of -inf means an empty group. A row with a
-    # key has denom >= 1, an empty one 0, a poisoned one NaN (which stays poisoned: NaN != 0).
-    row_max = tl.max(s, axis=1)
-    row_max = tl.where(row_max == float("-inf"), 0.0, row_max)
-    pr = tl.exp2(s - row_max[:, None])
-    denom = tl.sum(pr, axis=1)
-    has_key = denom != 0.0
-    inv = tl.where(has_key, 1.0 / tl.where(has_key, denom, 1.0), 0.0)
-    acc = tl.dot(pr.to(v.dtype), v, input_precision=DOT_PREC) * inv[:, None]
-
+    if CHUNK_D == BLOCK_D:
+        # Whole rows: q, k, v read once and held until the output.
+        d, ld = _cols(0, valid, DH, BLOCK_D)
+        q, bad_q = _load_rows(q_ptr, p64, b, h, t, e, d, ld, valid, sq_p, sq_b, sq_t, sq_k, sq_h, sq_d)
+        k, bad_k = _load_rows(k_ptr, p64, b, h, t, e, d, ld, key_ok, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d)
+        v, bad_v = _load_rows(v_ptr, p64, b, h, t, e, d, ld, key_ok, sv_p, sv_b, sv_t, sv_k, sv_h, sv_d)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+        bad_kv = bad_k | bad_v
+    else:
+        # Chunks of CHUNK_D columns: S = Q K^T accumulated chunk by chunk (v read for its flags).
+        s = tl.zeros([BLOCK_R, BLOCK_R], dtype=tl.float32)
+        bad_q = tl.zeros([BLOCK_R], dtype=tl.int1)
+        bad_kv = tl.zeros([BLOCK_R], dtype=tl.int1)
+        for c in tl.range(0, BLOCK_D, CHUNK_D, num_stages=1):
+            d, ld = _cols(c, valid, DH, CHUNK_D)
+            q, bq = _load_rows(q_ptr, p64, b, h, t, e, d, ld, valid, sq_p, sq_b, sq_t, sq_k, sq_h, sq_d)
+            k, bk = _load_rows(k_ptr, p64, b, h, t, e, d, ld, key_ok, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d)
+            v, bv = _load_rows(v_ptr, p64, b, h, t, e, d, ld, key_ok, sv_p, sv_b, sv_t, sv_k, sv_h, sv_d)
+            s += tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+            bad_q = bad_q | bq
+            bad_kv = bad_kv | bk | bv
+    pr, inv, row_max, denom = _softmax_rows(s * qk_scale, allowed, bad_q[:, None] | bad_kv[None, :])  # log2
     o_rows = p64 * so_p + b * so_b + h * so_h + t * so_t + e * so_k
-    tl.store(o_ptr + o_rows[:, None] + d[None, :] * so_d, acc.to(o_ptr.dtype.element_ty), mask=ld)
-    lse = tl.where(has_key, row_max + tl.log2(tl.where(has_key, denom, 1.0)), float("inf"))
+    if CHUNK_D == BLOCK_D:
+        acc = tl.dot(pr.to(v.dtype), v, input_precision=DOT_PREC) * inv[:, None]
+        tl.store(o_ptr + o_rows[:, None] + d[None, :] * so_d, acc.to(o_ptr.dtype.element_ty), mask=ld)
+    else:
+        pv = pr.to(v_ptr.dtype.element_ty)
+        for c in tl.range(0, BLOCK_D, CHUNK_D, num_stages=1):
+            d, ld = _cols(c, valid, DH, CHUNK_D)
+            v = _reload_rows(v_ptr, p64, b, h, t, e, d, ld, key_ok, sv_p, sv_b, sv_t, sv_k, sv_h, sv_d)
+            acc = tl.dot(pv, v, input_precision=DOT_PREC) * inv[:, None]
+            tl.store(o_ptr + o_rows[:, None] + d[None, :] * so_d, acc.to(o_ptr.dtype.element_ty), mask=ld)
     l_rows = p64 * sl_p + b * sl_b + h * sl_h + t * sl_t + e * sl_k
-    tl.store(lse_ptr + l_rows, lse, mask=valid)
+    tl.store(lse_ptr + l_rows, _lse2(row_max, denom), mask=valid)
 
 
 @triton.jit
@@ -138,40 +214,74 @@ def _ea_bwd(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, m_ptr, dq_ptr, dk_ptr, dv_ptr,
             sl_p, sl_b, sl_t, sl_k, sl_h,
             sm_b, sm_t, sm_k,
             T, K, H, DH, NGB, axes_bits, qk_scale, scale,
-            HAS_MASK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr):
+            HAS_MASK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK_D: tl.constexpr,
+            DOT_PREC: tl.constexpr):
     # Same program -> groups mapping as the forward. dq, dk, dv share the strides sg_* (one layout).
-    # The program holds whole rows of P, so rowsum(dO * O) = rowsum(P * dP): o is never read. Each
-    # gradient is stored as soon as it is complete and the pair mask dies with P, so fewer tiles are
-    # live at once (registers, hence occupancy); every element is still read and written once.
-    p64, b, h, gl, t, e, valid, d, ld = _program_rows(T, K, H, DH, NGB, axes_bits, BLOCK_R, BLOCK_D)
-    key_ok, allowed = _key_rows(m_ptr, b, t, e, valid, gl, sm_b, sm_t, sm_k, HAS_MASK)
-    g_rows = p64 * sg_p + b * sg_b + h * sg_h + t * sg_t + e * sg_k
-    g_offs = g_rows[:, None] + d[None, :] * sg_d
-    l_rows = p64 * sl_p + b * sl_b + h * sl_h + t * sl_t + e * sl_k
-    lse = tl.load(lse_ptr + l_rows, mask=valid, other=float("inf"))
-    q, bad_q = _load_rows(q_ptr, p64, b, h, t, e, d, ld, valid, sq_p, sq_b, sq_t, sq_k, sq_h, sq_d)
-    k, bad_k = _load_rows(k_ptr, p64, b, h, t, e, d, ld, key_ok, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d)
-    v, bad_v = _load_rows(v_ptr, p64, b, h, t, e, d, ld, key_ok, sv_p, sv_b, sv_t, sv_k, sv_h, sv_d)
-    do, bad_do = _load_rows(do_ptr, p64, b, h, t, e, d, ld, valid, sdo_p, sdo_b, sdo_t, sdo_k, sdo_h, sdo_d)
-
-    s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
-    s = tl.where((bad_q | bad_do)[:, None] | (bad_k | bad_v)[None, :], float("nan"), s)
     # Empty-group rows have lse = +inf and no allowed pair: probabilities 0, so all their grads are 0.
     # A poisoned row has NaN at every allowed pair (here, or through the forward's NaN lse).
-    pr = tl.where(allowed, tl.exp2(s - lse[:, None]), 0.0)
-    dv = tl.dot(tl.trans(pr).to(do.dtype), do, input_precision=DOT_PREC)
-    tl.store(dv_ptr + g_offs, dv.to(dv_ptr.dtype.element_ty), mask=ld)
-
-    dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)                     # finite: finite operands
-    delta = tl.sum(pr * dp, axis=1)                                            # = rowsum(dO * O)
-    # A poisoned row's NaN delta would turn its exact zeros (other groups, masked keys) into NaN; its
-    # allowed pairs stay NaN through pr.
-    delta = tl.where(delta == delta, delta, 0.0)
-    ds = pr * (dp - delta[:, None]) * scale
-    dq = tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)
-    tl.store(dq_ptr + g_offs, dq.to(dq_ptr.dtype.element_ty), mask=ld)
-    dk = tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=DOT_PREC)
-    tl.store(dk_ptr + g_offs, dk.to(dk_ptr.dtype.element_ty), mask=ld)
+    p64, b, h, gl, t, e, valid = _program_rows(T, K, H, NGB, axes_bits, BLOCK_R)
+    key_ok, allowed = _key_rows(m_ptr, b, t, e, valid, gl, sm_b, sm_t, sm_k, HAS_MASK)
+    g_rows = p64 * sg_p + b * sg_b + h * sg_h + t * sg_t + e * sg_k
+    l_rows = p64 * sl_p + b * sl_b + h * sl_h + t * sl_t + e * sl_k
+    lse = tl.load(lse_ptr + l_rows, mask=valid, other=float("inf"))
+    if CHUNK_D == BLOCK_D:
+        # Whole rows. Each gradient is stored as soon as it is complete and the pair mask dies with P,
+        # so fewer tiles are live at once (registers, hence occupancy).
+        d, ld = _cols(0, valid, DH, BLOCK_D)
+        g_offs = g_rows[:, None] + d[None, :] * sg_d
+        q, bad_q = _load_rows(q_ptr, p64, b, h, t, e, d, ld, valid, sq_p, sq_b, sq_t, sq_k, sq_h, sq_d)
+        k, bad_k = _load_rows(k_ptr, p64, b, h, t, e, d, ld, key_ok, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d)
+        v, bad_v = _load_rows(v_ptr, p64, b, h, t, e, d, ld, key_ok, sv_p, sv_b, sv_t, sv_k, sv_h, sv_d)
+        do, bad_do = _load_rows(do_ptr, p64, b, h, t, e, d, ld, valid, sdo_p, sdo_b, sdo_t, sdo_k, sdo_h, sdo_d)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+        s = tl.where((bad_q | bad_do)[:, None] | (bad_k | bad_v)[None, :], float("nan"), s)
+        pr = tl.where(allowed, tl.exp2(s - lse[:, None]), 0.0)
+        dv = tl.dot(tl.trans(pr).to(do.dtype), do, input_precision=DOT_PREC)
+        tl.store(dv_ptr + g_offs, dv.to(dv_ptr.dtype.element_ty), mask=ld)
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)                 # finite: finite operands
+        ds = _score_grads(pr, dp, scale)
+        dq = tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)
+        tl.store(dq_ptr + g_offs, dq.to(dq_ptr.dtype.element_ty), mask=ld)
+        dk = tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=DOT_PREC)
+        tl.store(dk_ptr + g_offs, dk.to(dk_ptr.dtype.element_ty), mask=ld)
+    else:
+        # Chunks of CHUNK_D columns. Pass 1: S = Q K^T and dP = dO V^T accumulated chunk by chunk, with
+        # the rows' non-finite flags (q, do: query rows; k, v: key rows). Pass 2: dv = P^T dO,
+        # dq = dS K, dk = dS^T Q chunk by chunk, re-reading do, k, q from L1/L2.
+        s = tl.zeros([BLOCK_R, BLOCK_R], dtype=tl.float32)
+        dp = tl.zeros([BLOCK_R, BLOCK_R], dtype=tl.float32)
+        bad_r = tl.zeros([BLOCK_R], dtype=tl.int1)
+        bad_c = tl.zeros([BLOCK_R], dtype=tl.int1)
+        for c in tl.range(0, BLOCK_D, CHUNK_D, num_stages=1):
+            d, ld = _cols(c, valid, DH, CHUNK_D)
+            q, bq = _load_rows(q_ptr, p64, b, h, t, e, d, ld, valid, sq_p, sq_b, sq_t, sq_k, sq_h, sq_d)
+            k, bk = _load_rows(k_ptr, p64, b, h, t, e, d, ld, key_ok, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d)
+            s += tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+            v, bv = _load_rows(v_ptr, p64, b, h, t, e, d, ld, key_ok, sv_p, sv_b, sv_t, sv_k, sv_h, sv_d)
+            do, bdo = _load_rows(do_ptr, p64, b, h, t, e, d, ld, valid,
+                                 sdo_p, sdo_b, sdo_t, sdo_k, sdo_h, sdo_d)
+            dp += tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
+            bad_r = bad_r | bq | bdo
+            bad_c = bad_c | bk | bv
+        s = tl.where(bad_r[:, None] | bad_c[None, :], float("nan"), s * qk_scale)
+        pr = tl.where(allowed, tl.exp2(s - lse[:, None]), 0.0)
+        ds = _score_grads(pr, dp, scale)
+        dtype = q_ptr.dtype.element_ty
+        pr_t = tl.trans(pr).to(dtype)
+        ds_k = ds.to(dtype)
+        ds_q = tl.trans(ds).to(dtype)
+        for c in tl.range(0, BLOCK_D, CHUNK_D, num_stages=1):
+            d, ld = _cols(c, valid, DH, CHUNK_D)
+            g_offs = g_rows[:, None] + d[None, :] * sg_d
+            do = _reload_rows(do_ptr, p64, b, h, t, e, d, ld, valid, sdo_p, sdo_b, sdo_t, sdo_k, sdo_h, sdo_d)
+            dv = tl.dot(pr_t, do, input_precision=DOT_PREC)
+            tl.store(dv_ptr + g_offs, dv.to(dv_ptr.dtype.element_ty), mask=ld)
+            k = _reload_rows(k_ptr, p64, b, h, t, e, d, ld, key_ok, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d)
+            dq = tl.dot(ds_k, k, input_precision=DOT_PREC)
+            tl.store(dq_ptr + g_offs, dq.to(dq_ptr.dtype.element_ty), mask=ld)
+            q = _reload_rows(q_ptr, p64, b, h, t, e, d, ld, valid, sq_p, sq_b, sq_t, sq_k, sq_h, sq_d)
+            dk = tl.dot(ds_q, q, input_precision=DOT_PREC)
+            tl.store(dk_ptr + g_offs, dk.to(dk_ptr.dtype.element_ty), mask=ld)
 
 
 ea_fwd_kernel = _ea_fwd
@@ -179,17 +289,33 @@ ea_bwd_kernel = _ea_bwd
 check_flavour(ea_fwd_kernel, ea_bwd_kernel)
 
 
-def launch_config(T: int, K: int, Dh: int, axes: list[int], dtype_is_fp32: bool) -> dict:
-    """Block sizes and grid width for sizes (T, K, Dh) and per-path axes (0 spatial, 1 temporal).
+def launch_config(T: int, K: int, Dh: int, axes: list[int], dtype_is_fp32: bool,
+                  vectorised: bool = True) -> dict:
+    """Grid width (``NGB``), axes bitmask and the launch meta-parameters of each kernel (``fwd``, ``bwd``:
+    ``BLOCK_R``, ``BLOCK_D``, ``CHUNK_D``, ``DOT_PREC``, ``num_warps``) for sizes (T, K, Dh), per-path axes
+    (0 spatial, 1 temporal) and dtype. Registers, spills and occupancy of every configuration chosen here:
+    ``python -m benchmarks.kernel_resources`` (CI holds them to zero spills).
 
     BLOCK_R: rows per program, a power of two >= the larger group (so every group fits in one program),
     >= 16 (``tl.dot``'s minimum) and, to batch tiny groups, up to 64 rows of groups for 16-bit inputs
     (T = 8, K = 6: one program per (p, b, h)) and 32 for fp32: fp32 dots are IEEE FMA dots, not
     tensor-core MMA, whose threads hold whole K-slices of both operands, so a 64-row fp32 tile needs
-    more registers than a thread has. BLOCK_D: next power of two of Dh (>= 16), masked. num_warps: 8
-    from 32 x 32 tiles (at 4 the paper's 64 x 32 bf16 backward spills on sm_80 and needs 154 registers,
-    at 8 it fits in 128 with the same or better occupancy), 4 below. Registers, spills and occupancy of
-    every configuration chosen here: ``python -m benchmarks.kernel_resources``.
+    more registers than a thread has. Both kernels use the same BLOCK_R (the backward reads the
+    forward's lse row by row). BLOCK_D: next power of two of Dh (>= 16), masked.
+
+    CHUNK_D: columns of the head dimension a program holds at once. Whole rows (CHUNK_D = BLOCK_D: one
+    read of every operand, the fewest instructions) up to 32 columns; wider heads are walked in chunks
+    (fp32: 8 columns; 16-bit: 32 for 32-row tiles, 16 otherwise), so Dh = 128 costs the registers of a
+    narrow head (whole 128-column rows spilled up to 10 KB per thread). ``vectorised`` says whether
+    Triton will see 16-element-aligned rows (``triton_backend._vectorised``); when it will not, every
+    element is a separate load with its own address, and the 64-row whole-row tiles spill 8-16 bytes
+    on sm_80, so those are chunked too.
+
+    num_warps follows the largest live tile (whole rows BLOCK_R x BLOCK_D; when chunked, the score tile
+    BLOCK_R x BLOCK_R or the chunk): 4 below 32 x 32, else 8 (at 4 the paper's 64 x 32 bf16 backward
+    spills on sm_80 and needs 154 registers, at 8 it fits in 128 with the same or better occupancy).
+    Exception: the chunked 16-bit 64-row forward runs 16 warps (at 8 ptxas holds it to 64 registers and
+    spills on sm_80; at 16 it fits in 64 with no spill, 32 warps per SM).
     """
     largest = max(T if a else K for a in axes)
     batch = 32 if dtype_is_fp32 else 64
@@ -197,6 +323,11 @@ def launch_config(T: int, K: int, Dh: int, axes: list[int], dtype_is_fp32: bool)
     block_d = max(16, next_pow2(Dh))
     ngb = max(triton.cdiv(K if a else T, block_r // (T if a else K)) for a in axes)
     bits = sum(1 << i for i, a in enumerate(axes) if a)
-    return dict(BLOCK_R=block_r, BLOCK_D=block_d, NGB=ngb, axes_bits=bits,
-                DOT_PREC="ieee" if dtype_is_fp32 else "tf32",
-                num_warps=4 if block_r * block_d < 32 * 32 else 8)
+    widest = 8 if dtype_is_fp32 else (32 if block_r == 32 else 16)
+    chunk_d = block_d if block_d <= 32 and (vectorised or block_r <= 32) else min(widest, block_d)
+    whole = chunk_d == block_d                     # the kernels' own test: one pass over whole rows
+    tile = block_r * (block_d if whole else max(chunk_d, block_r))   # largest live tile: rows, or scores
+    warps = 4 if tile < 32 * 32 else 8
+    common = dict(BLOCK_R=block_r, BLOCK_D=block_d, CHUNK_D=chunk_d, DOT_PREC="ieee" if dtype_is_fp32 else "tf32")
+    fwd_warps = 16 if block_r == 64 and not whole and not dtype_is_fp32 else warps
+    return dict(NGB=ngb, axes_bits=bits, fwd=dict(common, num_warps=fwd_warps), bwd=dict(common, num_warps=warps))
