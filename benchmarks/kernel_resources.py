@@ -124,7 +124,7 @@ _TORCH_DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 def _ea_sweep() -> dict[str, tuple]:
-    """Every (BLOCK_R, BLOCK_D, CHUNK_D, forward and backward num_warps) entity_attention.launch_config picks over the supported
+    """Every (BLOCK_R, BLOCK_D, WHOLE, CHUNK_D, forward and backward num_warps) entity_attention.launch_config picks over the supported
     sizes, for 16-bit and for fp32 inputs, each at the largest size that picks it, twice: with an odd Dh
     (``-oddDh``: no stride divisible by 16, scalar loads, the most registers) and with Dh a multiple of
     16 (``-vec``: vectorised loads, what packed projections of the usual head sizes give)."""
@@ -138,7 +138,8 @@ def _ea_sweep() -> dict[str, tuple]:
                     for Dh in [*range(1, MAX_DH + 1, 2), *range(16, MAX_DH + 1, 16)]:
                         vec = Dh % 16 == 0
                         f, b = (kea.launch_config(T, K, Dh, list(axes), fp32, vec)[k] for k in ("fwd", "bwd"))
-                        name = (f"R{f['BLOCK_R']}-D{f['BLOCK_D']}-C{f['CHUNK_D']}-w{f['num_warps']}-{b['num_warps']}-"
+                        name = (f"R{f['BLOCK_R']}-D{f['BLOCK_D']}-{'W' if f['WHOLE'] else 'C'}{f['CHUNK_D']}-"
+                                f"w{f['num_warps']}-{b['num_warps']}-"
                                 f"{'vec' if vec else 'oddDh'}")
                         found[name + ("-fp32" if fp32 else "")] = (T, K, 1, Dh, axes)
     return found
@@ -245,7 +246,7 @@ def _compile_job(i: int) -> Row:
     smem = static_smem + compiled.metadata.shared
     threads = compiled.metadata.num_warps * 32
     warps, limiter = occupancy(cap, regs, smem, threads)
-    blocks = {k: v for k, v in kwargs.items() if k.startswith(("BLOCK_", "CHUNK_", "SINGLE"))}
+    blocks = {k: v for k, v in kwargs.items() if k.startswith(("BLOCK_", "CHUNK_", "WHOLE", "SINGLE"))}
     config = " ".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in blocks.items())
     config += f" w{compiled.metadata.num_warps} {'mask' if has_mask else 'nomask'} [{','.join(names)}]"
     return Row(kernel.fn.__name__, f"sm_{cap}", dtype, config, regs, spill, smem, threads, warps, limiter,
@@ -318,7 +319,7 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compiles")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     ap.add_argument("--only", choices=("triton", "cuda"), help="one family of kernels")
-    ap.add_argument("--sizes", help="comma-separated size names (SIZES, R..-D..-C..-w..-..-oddDh|vec): a subset, to iterate")
+    ap.add_argument("--sizes", help="comma-separated size names (SIZES, R..-D..-W|C..-w..-..-oddDh|vec): a subset, to iterate")
     opts = ap.parse_args(argv)
     missing = [name for name, path in (("cuobjdump", cuobjdump()), ("nvcc", nvcc())) if path is None]
     if missing and opts.only != "triton" or "cuobjdump" in missing:

@@ -82,7 +82,7 @@ def test_non_finite_values_stay_in_their_group(backend, device, dtype, axes, ten
 @pytest.mark.parametrize("feature", [20, 37], ids=["middle", "last"])
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_non_finite_values_in_head_chunks(device, feature, dtype, axes, tensor, value, masked):
-    """Dh = 40: the Triton kernels walk the head dim in chunks (8 columns in fp32, 32 in fp16). The planted
+    """Dh = 40: the Triton kernels walk the head dim in chunks (16 columns in fp32, 32 in fp16). The planted
     feature is in a chunk before others (its flag must survive the later chunks) or in the last, partly
     filled one."""
     _check_planted("triton", device, dtype, axes, tensor, value, masked, 40, feature)

@@ -54,9 +54,11 @@ def test_every_shipped_kernel_is_in_the_table(table):
                         for axes in ([0], [1], [0, 1]):
                             for vectorised in (Dh % 16 == 0, False):
                                 c = kea.launch_config(T, K, Dh, axes, dtype == "fp32", vectorised)[which]
-                                want.add((c["BLOCK_R"], c["BLOCK_D"], c["CHUNK_D"], c["num_warps"]))
+                                want.add((c["BLOCK_R"], c["BLOCK_D"], c["CHUNK_D"], int(c["WHOLE"]),
+                                          c["num_warps"]))
             got = {tuple(int(x) for x in
-                         re.search(r"BLOCK_R=(\d+) BLOCK_D=(\d+) CHUNK_D=(\d+) w(\d+)", r["config"]).groups())
+                         re.search(r"BLOCK_R=(\d+) BLOCK_D=(\d+) CHUNK_D=(\d+) WHOLE=(\d) w(\d+)",
+                                   r["config"]).groups())
                    for r in rows if r["kernel"] == kernel and r["dtype"] == dtype}
             assert want <= got, f"{kernel} {dtype}: configurations never compiled: {sorted(want - got)}"
     # Every __global__ kernel of csrc/cuda, for both CUDA archs.

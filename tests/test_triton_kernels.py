@@ -64,7 +64,7 @@ def _qkv(packed):
 def test_entity_attention_launch_config_batches_tiny_groups():
     cfg = kea.launch_config(8, 6, 32, [0, 1], False)     # the paper's sizes: one program per (p, b, h)
     assert cfg["fwd"]["BLOCK_R"] == 64 and cfg["NGB"] == 1 and cfg["fwd"]["BLOCK_D"] == 32 and cfg["axes_bits"] == 2
-    assert cfg["fwd"]["CHUNK_D"] == cfg["bwd"]["CHUNK_D"] == 32      # whole rows
+    assert cfg["fwd"]["WHOLE"] and cfg["bwd"]["WHOLE"]                # one read of every operand
     cfg = kea.launch_config(MAX_T, MAX_K, 24, [1, 0], True)
     assert cfg["bwd"]["BLOCK_R"] == 64 and cfg["NGB"] == 16 and cfg["bwd"]["DOT_PREC"] == "ieee" and cfg["axes_bits"] == 1
 
@@ -75,9 +75,9 @@ def test_entity_attention_launch_config_chunks_wide_and_unaligned_heads():
             cfg = kea.launch_config(T, K, Dh, [0, 1], fp32, vec)
             assert cfg["fwd"]["BLOCK_R"] == cfg["bwd"]["BLOCK_R"]          # one tiling: the lse rows match
             for c in (cfg["fwd"], cfg["bwd"]):
-                whole = c["BLOCK_D"] <= 32 and (vec or c["BLOCK_R"] <= 32)
-                assert (c["CHUNK_D"] == c["BLOCK_D"]) == whole, (T, K, Dh, vec, fp32, c)
-                assert c["CHUNK_D"] >= 16 or fp32                            # 16-bit tl.dot needs K >= 16
+                whole = c["BLOCK_D"] <= 32 and (vec or c["BLOCK_R"] <= 32 or (fp32 and c["BLOCK_D"] == 16))
+                assert c["WHOLE"] == whole and (c["CHUNK_D"] == c["BLOCK_D"] or not whole), (T, K, Dh, vec, fp32, c)
+                assert c["CHUNK_D"] >= 16                                       # tl.dot needs K >= 16
                 assert c["BLOCK_D"] % c["CHUNK_D"] == 0
 
 

@@ -164,10 +164,10 @@ def _ea_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, m_ptr,
             sm_b, sm_t, sm_k,
             T, K, H, DH, NGB, axes_bits, qk_scale,
             HAS_MASK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK_D: tl.constexpr,
-            DOT_PREC: tl.constexpr):
+            WHOLE: tl.constexpr, DOT_PREC: tl.constexpr):
     p64, b, h, gl, t, e, valid = _program_rows(T, K, H, NGB, axes_bits, BLOCK_R)
     key_ok, allowed = _key_rows(m_ptr, b, t, e, valid, gl, sm_b, sm_t, sm_k, HAS_MASK)
-    if CHUNK_D == BLOCK_D:
+    if WHOLE:
         # Whole rows: q, k, v read once and held until the output.
         d, ld = _cols(0, valid, DH, BLOCK_D)
         q, bad_q = _load_rows(q_ptr, p64, b, h, t, e, d, ld, valid, sq_p, sq_b, sq_t, sq_k, sq_h, sq_d)
@@ -176,7 +176,8 @@ def _ea_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, m_ptr,
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
         bad_kv = bad_k | bad_v
     else:
-        # Chunks of CHUNK_D columns: S = Q K^T accumulated chunk by chunk (v read for its flags).
+        # Chunks of CHUNK_D columns: S = Q K^T accumulated chunk by chunk, then v's non-finite flags
+        # (its values are read again, from L1/L2, for the output).
         s = tl.zeros([BLOCK_R, BLOCK_R], dtype=tl.float32)
         bad_q = tl.zeros([BLOCK_R], dtype=tl.int1)
         bad_kv = tl.zeros([BLOCK_R], dtype=tl.int1)
@@ -184,13 +185,16 @@ def _ea_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, m_ptr,
             d, ld = _cols(c, valid, DH, CHUNK_D)
             q, bq = _load_rows(q_ptr, p64, b, h, t, e, d, ld, valid, sq_p, sq_b, sq_t, sq_k, sq_h, sq_d)
             k, bk = _load_rows(k_ptr, p64, b, h, t, e, d, ld, key_ok, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d)
-            v, bv = _load_rows(v_ptr, p64, b, h, t, e, d, ld, key_ok, sv_p, sv_b, sv_t, sv_k, sv_h, sv_d)
             s += tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
             bad_q = bad_q | bq
-            bad_kv = bad_kv | bk | bv
+            bad_kv = bad_kv | bk
+        for c in tl.range(0, BLOCK_D, CHUNK_D, num_stages=1):
+            d, ld = _cols(c, valid, DH, CHUNK_D)
+            bad_kv = bad_kv | _load_rows(v_ptr, p64, b, h, t, e, d, ld, key_ok,
+                                         sv_p, sv_b, sv_t, sv_k, sv_h, sv_d)[1]
     pr, inv, row_max, denom = _softmax_rows(s * qk_scale, allowed, bad_q[:, None] | bad_kv[None, :])  # log2
     o_rows = p64 * so_p + b * so_b + h * so_h + t * so_t + e * so_k
-    if CHUNK_D == BLOCK_D:
+    if WHOLE:
         acc = tl.dot(pr.to(v.dtype), v, input_precision=DOT_PREC) * inv[:, None]
         tl.store(o_ptr + o_rows[:, None] + d[None, :] * so_d, acc.to(o_ptr.dtype.element_ty), mask=ld)
     else:
@@ -215,7 +219,7 @@ def _ea_bwd(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, m_ptr, dq_ptr, dk_ptr, dv_ptr,
             sm_b, sm_t, sm_k,
             T, K, H, DH, NGB, axes_bits, qk_scale, scale,
             HAS_MASK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK_D: tl.constexpr,
-            DOT_PREC: tl.constexpr):
+            WHOLE: tl.constexpr, DOT_PREC: tl.constexpr):
     # Same program -> groups mapping as the forward. dq, dk, dv share the strides sg_* (one layout).
     # Empty-group rows have lse = +inf and no allowed pair: probabilities 0, so all their grads are 0.
     # A poisoned row has NaN at every allowed pair (here, or through the forward's NaN lse).
@@ -224,7 +228,7 @@ def _ea_bwd(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, m_ptr, dq_ptr, dk_ptr, dv_ptr,
     g_rows = p64 * sg_p + b * sg_b + h * sg_h + t * sg_t + e * sg_k
     l_rows = p64 * sl_p + b * sl_b + h * sl_h + t * sl_t + e * sl_k
     lse = tl.load(lse_ptr + l_rows, mask=valid, other=float("inf"))
-    if CHUNK_D == BLOCK_D:
+    if WHOLE:
         # Whole rows. Each gradient is stored as soon as it is complete and the pair mask dies with P,
         # so fewer tiles are live at once (registers, hence occupancy).
         d, ld = _cols(0, valid, DH, BLOCK_D)
@@ -245,11 +249,12 @@ def _ea_bwd(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, m_ptr, dq_ptr, dk_ptr, dv_ptr,
         dk = tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=DOT_PREC)
         tl.store(dk_ptr + g_offs, dk.to(dk_ptr.dtype.element_ty), mask=ld)
     else:
-        # Chunks of CHUNK_D columns. Pass 1: S = Q K^T and dP = dO V^T accumulated chunk by chunk, with
-        # the rows' non-finite flags (q, do: query rows; k, v: key rows). Pass 2: dv = P^T dO,
-        # dq = dS K, dk = dS^T Q chunk by chunk, re-reading do, k, q from L1/L2.
+        # Chunks of CHUNK_D columns, four loops so that at most two [BLOCK_R, BLOCK_R] tiles and one
+        # operand pair are live in any of them (fp32 FMA dots hold whole K-slices of both operands per
+        # thread): S = Q K^T, then dP = dO V^T (with the rows' non-finite flags: q, do for query rows,
+        # k, v for key rows); then dv = P^T dO, then dq = dS K and dk = dS^T Q. The second reads of do,
+        # k and q come from L1/L2 (this program read them moments before).
         s = tl.zeros([BLOCK_R, BLOCK_R], dtype=tl.float32)
-        dp = tl.zeros([BLOCK_R, BLOCK_R], dtype=tl.float32)
         bad_r = tl.zeros([BLOCK_R], dtype=tl.int1)
         bad_c = tl.zeros([BLOCK_R], dtype=tl.int1)
         for c in tl.range(0, BLOCK_D, CHUNK_D, num_stages=1):
@@ -257,25 +262,32 @@ def _ea_bwd(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, m_ptr, dq_ptr, dk_ptr, dv_ptr,
             q, bq = _load_rows(q_ptr, p64, b, h, t, e, d, ld, valid, sq_p, sq_b, sq_t, sq_k, sq_h, sq_d)
             k, bk = _load_rows(k_ptr, p64, b, h, t, e, d, ld, key_ok, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d)
             s += tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+            bad_r = bad_r | bq
+            bad_c = bad_c | bk
+        dp = tl.zeros([BLOCK_R, BLOCK_R], dtype=tl.float32)
+        for c in tl.range(0, BLOCK_D, CHUNK_D, num_stages=1):
+            d, ld = _cols(c, valid, DH, CHUNK_D)
             v, bv = _load_rows(v_ptr, p64, b, h, t, e, d, ld, key_ok, sv_p, sv_b, sv_t, sv_k, sv_h, sv_d)
             do, bdo = _load_rows(do_ptr, p64, b, h, t, e, d, ld, valid,
                                  sdo_p, sdo_b, sdo_t, sdo_k, sdo_h, sdo_d)
             dp += tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
-            bad_r = bad_r | bq | bdo
-            bad_c = bad_c | bk | bv
+            bad_r = bad_r | bdo
+            bad_c = bad_c | bv
         s = tl.where(bad_r[:, None] | bad_c[None, :], float("nan"), s * qk_scale)
         pr = tl.where(allowed, tl.exp2(s - lse[:, None]), 0.0)
-        ds = _score_grads(pr, dp, scale)
         dtype = q_ptr.dtype.element_ty
         pr_t = tl.trans(pr).to(dtype)
+        for c in tl.range(0, BLOCK_D, CHUNK_D, num_stages=1):
+            d, ld = _cols(c, valid, DH, CHUNK_D)
+            do = _reload_rows(do_ptr, p64, b, h, t, e, d, ld, valid, sdo_p, sdo_b, sdo_t, sdo_k, sdo_h, sdo_d)
+            dv = tl.dot(pr_t, do, input_precision=DOT_PREC)
+            tl.store(dv_ptr + g_rows[:, None] + d[None, :] * sg_d, dv.to(dv_ptr.dtype.element_ty), mask=ld)
+        ds = _score_grads(pr, dp, scale)
         ds_k = ds.to(dtype)
         ds_q = tl.trans(ds).to(dtype)
         for c in tl.range(0, BLOCK_D, CHUNK_D, num_stages=1):
             d, ld = _cols(c, valid, DH, CHUNK_D)
             g_offs = g_rows[:, None] + d[None, :] * sg_d
-            do = _reload_rows(do_ptr, p64, b, h, t, e, d, ld, valid, sdo_p, sdo_b, sdo_t, sdo_k, sdo_h, sdo_d)
-            dv = tl.dot(pr_t, do, input_precision=DOT_PREC)
-            tl.store(dv_ptr + g_offs, dv.to(dv_ptr.dtype.element_ty), mask=ld)
             k = _reload_rows(k_ptr, p64, b, h, t, e, d, ld, key_ok, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d)
             dq = tl.dot(ds_k, k, input_precision=DOT_PREC)
             tl.store(dq_ptr + g_offs, dq.to(dq_ptr.dtype.element_ty), mask=ld)
@@ -289,12 +301,31 @@ ea_bwd_kernel = _ea_bwd
 check_flavour(ea_fwd_kernel, ea_bwd_kernel)
 
 
+def _warps(fp32: bool, block_r: int, block_d: int, whole: bool) -> tuple[int, int]:
+    """(forward, backward) num_warps. The rule: the largest live tile (whole rows BLOCK_R x BLOCK_D;
+    chunked, the score tile BLOCK_R x BLOCK_R) below 32 x 32 runs 4 warps, else 8 (at 4 the paper's
+    64 x 32 bf16 backward spills on sm_80; at 8 it fits in 128 registers with the same or better
+    occupancy). The exceptions are where ptxas spills at the rule's count (sm_80/sm_90, Triton 3.6 and
+    3.8: ``python -m benchmarks.kernel_resources``, each checked with both stacks)."""
+    tile = block_r * (block_d if whole else block_r)
+    fwd = bwd = 4 if tile < 32 * 32 else 8
+    if block_r == 64 and not whole and not fp32:
+        fwd = 16                    # at 8, ptxas holds the chunked forward to 64 registers and spills
+        if block_d == 32:
+            bwd = 16                # two chunks of 16: at 8 spills 24 B on sm_80 (Triton 3.6)
+    if fp32 and block_r == 64 and whole and block_d == 16:
+        fwd = bwd = 16              # unaligned rows (64-row fp32 whole rows are chosen only then): 8 B at 8
+    if fp32 and block_r == 16 and not whole:
+        fwd = bwd = 8               # FMA dots: more threads, shorter K-slices each (8 B spilled at 4)
+    return fwd, bwd
+
+
 def launch_config(T: int, K: int, Dh: int, axes: list[int], dtype_is_fp32: bool,
                   vectorised: bool = True) -> dict:
     """Grid width (``NGB``), axes bitmask and the launch meta-parameters of each kernel (``fwd``, ``bwd``:
-    ``BLOCK_R``, ``BLOCK_D``, ``CHUNK_D``, ``DOT_PREC``, ``num_warps``) for sizes (T, K, Dh), per-path axes
-    (0 spatial, 1 temporal) and dtype. Registers, spills and occupancy of every configuration chosen here:
-    ``python -m benchmarks.kernel_resources`` (CI holds them to zero spills).
+    ``BLOCK_R``, ``BLOCK_D``, ``CHUNK_D``, ``WHOLE``, ``DOT_PREC``, ``num_warps``) for sizes (T, K, Dh),
+    per-path axes (0 spatial, 1 temporal) and dtype. Registers, spills and occupancy of every
+    configuration chosen here: ``python -m benchmarks.kernel_resources`` (CI holds them to zero spills).
 
     BLOCK_R: rows per program, a power of two >= the larger group (so every group fits in one program),
     >= 16 (``tl.dot``'s minimum) and, to batch tiny groups, up to 64 rows of groups for 16-bit inputs
@@ -303,19 +334,14 @@ def launch_config(T: int, K: int, Dh: int, axes: list[int], dtype_is_fp32: bool,
     more registers than a thread has. Both kernels use the same BLOCK_R (the backward reads the
     forward's lse row by row). BLOCK_D: next power of two of Dh (>= 16), masked.
 
-    CHUNK_D: columns of the head dimension a program holds at once. Whole rows (CHUNK_D = BLOCK_D: one
-    read of every operand, the fewest instructions) up to 32 columns; wider heads are walked in chunks
-    (fp32: 8 columns; 16-bit: 32 for 32-row tiles, 16 otherwise), so Dh = 128 costs the registers of a
-    narrow head (whole 128-column rows spilled up to 10 KB per thread). ``vectorised`` says whether
-    Triton will see 16-element-aligned rows (``triton_backend._vectorised``); when it will not, every
-    element is a separate load with its own address, and the 64-row whole-row tiles spill 8-16 bytes
-    on sm_80, so those are chunked too.
-
-    num_warps follows the largest live tile (whole rows BLOCK_R x BLOCK_D; when chunked, the score tile
-    BLOCK_R x BLOCK_R or the chunk): 4 below 32 x 32, else 8 (at 4 the paper's 64 x 32 bf16 backward
-    spills on sm_80 and needs 154 registers, at 8 it fits in 128 with the same or better occupancy).
-    Exception: the chunked 16-bit 64-row forward runs 16 warps (at 8 ptxas holds it to 64 registers and
-    spills on sm_80; at 16 it fits in 64 with no spill, 32 warps per SM).
+    WHOLE, CHUNK_D: whether a program holds whole rows (one read of every operand, the fewest
+    instructions; CHUNK_D = BLOCK_D), else how many columns of the head dimension it holds at once.
+    Whole rows up to 32 columns; wider heads are walked in chunks (32 columns for 16-bit 32-row tiles,
+    else 16: Triton 3.6's tl.dot needs K >= 16), so Dh = 128 costs the registers of a narrow head
+    (whole 128-column rows spilled up to 10 KB per thread). ``vectorised`` says whether Triton will see
+    16-element-aligned rows (``triton_backend._vectorised``); when it will not, every element is a
+    separate load with its own address and 64-row whole-row tiles spill on sm_80, so those are chunked
+    too, except fp32 Dh <= 16 (one chunk of 16 would not shrink it: 16 warps instead, see ``_warps``).
     """
     largest = max(T if a else K for a in axes)
     batch = 32 if dtype_is_fp32 else 64
@@ -323,11 +349,10 @@ def launch_config(T: int, K: int, Dh: int, axes: list[int], dtype_is_fp32: bool,
     block_d = max(16, next_pow2(Dh))
     ngb = max(triton.cdiv(K if a else T, block_r // (T if a else K)) for a in axes)
     bits = sum(1 << i for i, a in enumerate(axes) if a)
-    widest = 8 if dtype_is_fp32 else (32 if block_r == 32 else 16)
-    chunk_d = block_d if block_d <= 32 and (vectorised or block_r <= 32) else min(widest, block_d)
-    whole = chunk_d == block_d                     # the kernels' own test: one pass over whole rows
-    tile = block_r * (block_d if whole else max(chunk_d, block_r))   # largest live tile: rows, or scores
-    warps = 4 if tile < 32 * 32 else 8
-    common = dict(BLOCK_R=block_r, BLOCK_D=block_d, CHUNK_D=chunk_d, DOT_PREC="ieee" if dtype_is_fp32 else "tf32")
-    fwd_warps = 16 if block_r == 64 and not whole and not dtype_is_fp32 else warps
-    return dict(NGB=ngb, axes_bits=bits, fwd=dict(common, num_warps=fwd_warps), bwd=dict(common, num_warps=warps))
+    widest = 32 if block_r == 32 and not dtype_is_fp32 else 16     # tl.dot: K >= 16 (Triton 3.6)
+    whole = block_d <= 32 and (vectorised or block_r <= 32 or (dtype_is_fp32 and block_d == 16))
+    chunk_d = block_d if whole else min(widest, block_d)
+    common = dict(BLOCK_R=block_r, BLOCK_D=block_d, CHUNK_D=chunk_d, WHOLE=whole,
+                  DOT_PREC="ieee" if dtype_is_fp32 else "tf32")
+    fwd, bwd = _warps(dtype_is_fp32, block_r, block_d, whole)
+    return dict(NGB=ngb, axes_bits=bits, fwd=dict(common, num_warps=fwd), bwd=dict(common, num_warps=bwd))
