@@ -41,7 +41,7 @@ import torch
 
 from mdn_fast.ops import _backends, unsupported_reason
 
-from . import _progress
+from . import _progress, _summary
 
 # ---------------------------------------------------------------------------------------------------
 # Run modes
@@ -58,7 +58,7 @@ def full_cpu() -> bool:
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-BASELINE_KINDS = ("eager", "compile", "sdpa")
+BASELINE_KINDS = _summary.BASELINE_ORDER
 
 # Timing budgets per device: (seconds a sample lasts at least, min rounds, max rounds, seconds of
 # measurement per group). MDN_FAST_BENCH_BUDGET_S overrides the last.
