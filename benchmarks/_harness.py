@@ -116,16 +116,38 @@ def ro_skip_reason(cfg: "Config") -> str | None:
     return None
 
 
-def cudagraph_steps(run: Callable) -> Callable:
+def cudagraph_skips() -> int:
+    """How many times inductor has declined CUDA graphs for a graph so far in this process."""
+    try:
+        from torch._dynamo.utils import counters
+        return int(counters["inductor"]["cudagraph_skips"])
+    except Exception:  # a torch without the counter: the check below cannot see skips
+        return 0
+
+
+def cudagraph_steps(run: Callable, skips_before: int) -> Callable:
     """``run`` (a ``mode_runner`` callable of a reduce-overhead case) with each call a new CUDA-graph step:
     ``torch.compiler.cudagraph_mark_step_begin()`` first, as the torch docs ask of a training loop. Without
-    it the tree cannot tell a new step from the untimed forward ``mode_runner`` left without a backward,
-    and each replay's outputs (overwritten by the next replay) are never read after the call."""
+    it the tree cannot tell a new step from the untimed forward ``mode_runner`` left without a backward;
+    each replay's outputs (overwritten by the next replay) are never read after the call.
+
+    ``skips_before``: ``cudagraph_skips()`` when the case's factory started. Inductor compiles this case's
+    graphs in ``mode_runner`` and in the first call (the backward); if it declined CUDA graphs for any
+    (a CPU tensor, an incompatible op, a mutated input), the first call raises, so the case is reported as
+    an error saying so instead of a plain ``compile`` time under a CUDA-graph name."""
     mark = torch.compiler.cudagraph_mark_step_begin
+    first = [True]
 
     def run_step():
         mark()
-        return run()
+        out = run()
+        if first[0]:
+            first[0] = False
+            n = cudagraph_skips() - skips_before
+            if n > 0:
+                raise RuntimeError(f"torch.compile(mode='reduce-overhead') declined CUDA graphs for {n} graph(s) "
+                                   "of this case, so it would not time CUDA graphs (TORCH_LOGS=cudagraphs says why)")
+        return out
     return run_step
 
 

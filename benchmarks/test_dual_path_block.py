@@ -57,8 +57,9 @@ def build(cfg: H.Config) -> dict:
             x.requires_grad_(grad)
             mask = entity_mask(cfg.B, cfg.T, cfg.K, cfg.device) if cfg.masked else None
             params = [p for p in blk.parameters() if p.requires_grad]
+            skips = H.cudagraph_skips()
             run = H.mode_runner(cfg.mode, lambda: fwd_module(x, mask).y, [x, *params])
-            return H.cudagraph_steps(run) if ro else run
+            return H.cudagraph_steps(run, skips) if ro else run
         return factory
 
     out = {"eager": case("reference"), "compile": case("reference", compiled=True),
