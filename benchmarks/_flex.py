@@ -26,9 +26,6 @@ import warnings
 
 import torch
 
-_AXES = ("spatial", "temporal")
-
-
 def flex_module():
     """``torch.nn.attention.flex_attention`` or the reason it is missing (a string)."""
     try:
