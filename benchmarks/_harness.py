@@ -41,7 +41,7 @@ import torch
 
 from mdn_fast.ops import _backends, unsupported_reason
 
-from . import _progress
+from . import _progress, _summary
 
 # ---------------------------------------------------------------------------------------------------
 # Run modes
@@ -58,7 +58,7 @@ def full_cpu() -> bool:
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-BASELINE_KINDS = ("eager", "compile", "sdpa")
+BASELINE_KINDS = _summary.BASELINE_ORDER
 
 # Timing budgets per device: (seconds a sample lasts at least, min rounds, max rounds, seconds of
 # measurement per group). MDN_FAST_BENCH_BUDGET_S overrides the last.
@@ -87,6 +87,68 @@ def compile_fn(fn):
     ``aot_eager`` backend checks that the graph traces (dynamo + AOT autograd) without paying inductor's
     C++ build, which would take most of the quick run."""
     return torch.compile(fn, dynamic=False, backend="aot_eager" if quick() else "inductor")
+
+
+# torch.compile(mode="reduce-overhead"): inductor's kernels replayed as CUDA graphs (cudagraph trees). A
+# case name ending in RO_SUFFIX is the case it names, compiled so ("compile-ro": the compiled reference;
+# "triton-ro": the block on backend "triton", compiled so).
+RO_SUFFIX = "-ro"
+
+
+def compile_ro_fn(fn):
+    """``torch.compile(fn, mode="reduce-overhead")`` as a user would call it (static shapes). In quick mode
+    the ``cudagraphs`` backend (dynamo + AOT autograd + the same cudagraph trees, no inductor) checks that
+    the callable records and replays as CUDA graphs without paying inductor's build."""
+    if quick():
+        return torch.compile(fn, dynamic=False, backend="cudagraphs")
+    return torch.compile(fn, dynamic=False, mode="reduce-overhead")
+
+
+def ro_skip_reason(cfg: "Config") -> str | None:
+    """Why a reduce-overhead (CUDA graphs) case cannot run at ``cfg`` (None when it can)."""
+    if cfg.device != "cuda":
+        return ("CUDA graphs need a CUDA device (torch.compile mode='reduce-overhead' records CUDA graphs; "
+                "on CPU it would be the plain 'compile' case again)")
+    if cfg.mode == "bwd":
+        return ("mode 'bwd' replays one recorded forward's backward many times, which is not a CUDA-graph "
+                "step: cudagraph trees pair each backward replay with the forward of its step (a new step per "
+                "torch.compiler.cudagraph_mark_step_begin); under CUDA graphs see 'fwd' and 'fwd+bwd'")
+    return None
+
+
+def cudagraph_skips() -> int:
+    """How many times inductor has declined CUDA graphs for a graph so far in this process."""
+    try:
+        from torch._dynamo.utils import counters
+        return int(counters["inductor"]["cudagraph_skips"])
+    except Exception:  # a torch without the counter: the check below cannot see skips
+        return 0
+
+
+def cudagraph_steps(run: Callable, skips_before: int) -> Callable:
+    """``run`` (a ``mode_runner`` callable of a reduce-overhead case) with each call a new CUDA-graph step:
+    ``torch.compiler.cudagraph_mark_step_begin()`` first, as the torch docs ask of a training loop. Without
+    it the tree cannot tell a new step from the untimed forward ``mode_runner`` left without a backward;
+    each replay's outputs (overwritten by the next replay) are never read after the call.
+
+    ``skips_before``: ``cudagraph_skips()`` when the case's factory started. Inductor compiles this case's
+    graphs in ``mode_runner`` and in the first call (the backward); if it declined CUDA graphs for any
+    (a CPU tensor, an incompatible op, a mutated input), the first call raises, so the case is reported as
+    an error saying so instead of a plain ``compile`` time under a CUDA-graph name."""
+    mark = torch.compiler.cudagraph_mark_step_begin
+    first = [True]
+
+    def run_step():
+        mark()
+        out = run()
+        if first[0]:
+            first[0] = False
+            n = cudagraph_skips() - skips_before
+            if n > 0:
+                raise RuntimeError(f"torch.compile(mode='reduce-overhead') declined CUDA graphs for {n} graph(s) "
+                                   "of this case, so it would not time CUDA graphs (TORCH_LOGS=cudagraphs says why)")
+        return out
+    return run_step
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -168,9 +230,12 @@ class Subject:
     baselines: tuple
     build: Callable
     floor: Callable
+    #: name suffixes of the backend cases: ``("", RO_SUFFIX)`` adds ``<backend>-ro`` beside each backend
+    backend_variants: tuple = ("",)
 
     def cases(self) -> tuple:
-        return tuple(self.baselines) + tuple(b for b in _backends.BACKENDS if b != "reference")
+        return tuple(self.baselines) + tuple(b + v for b in _backends.BACKENDS if b != "reference"
+                                             for v in self.backend_variants)
 
     def kind(self, case: str) -> str:
         return "baseline" if case in self.baselines else "backend"
@@ -209,13 +274,19 @@ def backend_skip_reason(name: str, ops: tuple, cfg: Config, sizes: dict) -> str 
 
 def module_backend_cases(names, cfg: Config, case, out: dict) -> dict:
     """For a module that runs both ops (the block, the model): each backend in ``names`` not already in
-    ``out`` gets ``case(name)``, or the reason it cannot run one of the ops at this configuration."""
+    ``out`` gets ``case(name)``, or the reason it cannot run one of the ops at this configuration; a name
+    ``<backend>-ro`` gets ``case(backend, ro=True)`` (the module compiled with mode="reduce-overhead") or
+    the reason CUDA graphs or the backend cannot run here."""
     sizes = {"entity_attention": {"P": 2, "B": cfg.B, "T": cfg.T, "K": cfg.K, "H": cfg.H, "Dh": cfg.Dh},
              "routed_merge": {"B": cfg.B, "T": cfg.T, "K": cfg.K, "D": cfg.D}}
     for name in names:
-        if name not in out:
-            why = next((w for op, sz in sizes.items() if (w := backend_skip_reason(name, (op,), cfg, sz))), None)
-            out[name] = why or case(name)
+        if name in out:
+            continue
+        ro = name.endswith(RO_SUFFIX)
+        backend = name[:-len(RO_SUFFIX)] if ro else name
+        why = (ro_skip_reason(cfg) if ro else None) or next(
+            (w for op, sz in sizes.items() if (w := backend_skip_reason(backend, (op,), cfg, sz))), None)
+        out[name] = why or (case(backend, ro=True) if ro else case(backend))
     return out
 
 

@@ -154,7 +154,8 @@ def plot(results, path: Path, title: str) -> bool:
         return False
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    colors = {"eager": "#9e9e9e", "compile": "#5c6bc0", "sdpa": "#26a69a"}
+    colors = {"eager": "#9e9e9e", "compile": "#5c6bc0", "sdpa": "#26a69a", "flex": "#8d6e63",
+              "compile-ro": "#7e57c2"}
     fig, ax = plt.subplots(figsize=(10, max(3.0, 0.22 * len(rows) + 1.2)))
     labels = [f"{r.subject} {r.group} {r.case}" for r in rows]
     vals = [r.speedup_vs_best_baseline for r in rows]

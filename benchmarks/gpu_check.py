@@ -9,8 +9,10 @@
      reference in bf16/fp16/fp32, masks, strided views, gradients), then ``compute-sanitizer``
      memcheck and racecheck on ``benchmarks.cuda_sanitize`` (every CUDA C++ kernel, fwd and bwd)
   c  paper-size op benchmarks: entity_attention and routed_merge, B=256 T=8 K=6 H=8 Dh=32 D=256, bf16,
-     fwd / bwd / fwd+bwd, every backend against eager SDPA, the eager reference and torch.compile
-  d  DualPathBlock and the pose MicroDualNet training step at the paper size
+     fwd / bwd / fwd+bwd, every backend against eager SDPA, compiled FlexAttention (entity_attention),
+     the eager reference and torch.compile
+  d  DualPathBlock (also under CUDA graphs: torch.compile mode="reduce-overhead" of the reference and of
+     each fused backend) and the pose MicroDualNet training step at the paper size
   e  everything else: the rest of the benchmark matrix
 
 Without a GPU every stage runs its CPU counterpart (fp32, the CPU subset) and skips what needs a GPU,

@@ -5,7 +5,11 @@ benchmark dtype (pure fp32 or pure bf16). Every case uses the same weights. Back
 differentiate ``y`` (with a random ``dy``) into ``x`` and every parameter.
 
 Cases: ``eager`` (``DualPathBlock(backend="reference")``), ``compile`` (``torch.compile`` of that
-module) and ``DualPathBlock(backend=name)`` for every fused backend that runs both ops here.
+module) and ``DualPathBlock(backend=name)`` for every fused backend that runs both ops here; under CUDA
+graphs (``torch.compile(mode="reduce-overhead")``, GPU only, fwd and fwd+bwd): ``compile-ro`` (the
+reference block) and ``<backend>-ro`` (the fused block), each call a new CUDA-graph step
+(``_harness.cudagraph_steps``). Their peak memory is not comparable with the other cases': a CUDA graph's
+memory pool is allocated when it is recorded, before the measured call.
 
 CPU subset (the block is GEMM-heavy: about 7 MFLOP per token forward): fp32 B=16 T=8 in all modes,
 fp32 B=256 T=8 forward only, bf16 B=16 T=8 forward, fp32 B=16 T=32 forward+backward.
@@ -44,19 +48,22 @@ def build(cfg: H.Config) -> dict:
         return {name: Block for name in SUBJECT.cases()}
     grad = cfg.mode != "fwd"
 
-    def case(backend: str, compiled: bool = False):
+    def case(backend: str, compiled: bool = False, ro: bool = False):
         def factory():
             blk = _make_block(cfg, backend)
             blk.train(grad)
-            fwd_module = H.compile_fn(blk) if compiled else blk
+            fwd_module = H.compile_ro_fn(blk) if ro else H.compile_fn(blk) if compiled else blk
             x = H.seeded_randn((cfg.B, cfg.T, cfg.K, cfg.D), cfg.torch_dtype, cfg.device, seed=20)
             x.requires_grad_(grad)
             mask = entity_mask(cfg.B, cfg.T, cfg.K, cfg.device) if cfg.masked else None
             params = [p for p in blk.parameters() if p.requires_grad]
-            return H.mode_runner(cfg.mode, lambda: fwd_module(x, mask).y, [x, *params])
+            skips = H.cudagraph_skips()
+            run = H.mode_runner(cfg.mode, lambda: fwd_module(x, mask).y, [x, *params])
+            return H.cudagraph_steps(run, skips) if ro else run
         return factory
 
-    out = {"eager": case("reference"), "compile": case("reference", compiled=True)}
+    out = {"eager": case("reference"), "compile": case("reference", compiled=True),
+           "compile-ro": H.ro_skip_reason(cfg) or case("reference", ro=True)}
     return H.module_backend_cases(SUBJECT.cases(), cfg, case, out)
 
 
@@ -75,7 +82,8 @@ def floor(cfg: H.Config) -> dict:
             "flops": _floors.dual_path_block_flops(cfg.B, cfg.T, cfg.K, cfg.D, cfg.mode), "items": None}
 
 
-SUBJECT = H.Subject("dual_path_block", ("eager", "compile"), build, floor)
+SUBJECT = H.Subject("dual_path_block", ("eager", "compile", "compile-ro"), build, floor,
+                    backend_variants=("", H.RO_SUFFIX))
 
 
 def _cpu_keep(c: H.Config) -> bool:

@@ -10,6 +10,10 @@ Cases (all compute the same function):
 - ``sdpa``: what a user writes with PyTorch alone: each path permuted to ``[B·G, H, N, Dh]``
   (copies included), ``F.scaled_dot_product_attention`` with a boolean ``attn_mask``, permuted back
   and stacked to the op's contiguous ``[P, B, T, K, H, Dh]`` output;
+- ``flex``: ``torch.compile``d FlexAttention over the ``T·K`` tokens of each clip, one block mask per path
+  (same frame / same entity, and the key present) built once per configuration outside the timed calls,
+  layout copies included (``benchmarks/_flex.py``); skipped with flex's own reason where it cannot run
+  (torch 2.14 has no flex backward on CPU);
 - every fused backend of ``mdn_fast.ops`` that can run here (skipped with the reason otherwise).
 
 CPU subset (the full matrix runs on GPU, or with ``MDN_FAST_BENCH_FULL=1``): fp32 at B=16 and 256
@@ -24,7 +28,7 @@ import torch.nn.functional as F
 import mdn_fast
 from mdn_fast import reference
 
-from . import _floors
+from . import _flex, _floors
 from . import _harness as H
 
 AXES = ("spatial", "temporal")
@@ -89,11 +93,21 @@ def build(cfg: H.Config) -> dict:
         return factory
 
     compiled = H.compile_fn(reference.entity_attention)
+
+    def flex_case():
+        def factory():
+            q, k, v, mask = _inputs(cfg, grad)
+            # the block masks depend on the mask and sizes only: built here, once, like a user caches them
+            flex = _flex.FlexEntityAttention(AXES, mask, cfg.B, cfg.T, cfg.K, cfg.device, H.compile_fn)
+            return H.mode_runner(cfg.mode, lambda: flex(q, k, v, scale), (q, k, v))
+        return _flex.skip_reason(cfg.device, cfg.torch_dtype, grad) or factory
+
     out = {
         "eager": case(lambda q, k, v, m: lambda: mdn_fast.ops.entity_attention(
             q, k, v, AXES, mask=m, scale=scale, backend="reference")),
         "compile": case(lambda q, k, v, m: lambda: compiled(q, k, v, AXES, m, scale)),
         "sdpa": case(lambda q, k, v, m: lambda: sdpa_entity_attention(q, k, v, AXES, m, scale)),
+        "flex": flex_case(),
     }
     for name in SUBJECT.cases():
         if name in out:
@@ -111,7 +125,7 @@ def floor(cfg: H.Config) -> dict:
             "flops": None, "items": None}
 
 
-SUBJECT = H.Subject("entity_attention", ("eager", "compile", "sdpa"), build, floor)
+SUBJECT = H.Subject("entity_attention", ("eager", "compile", "sdpa", "flex"), build, floor)
 
 
 def _cpu_keep(c: H.Config) -> bool:
