@@ -120,6 +120,25 @@ def _reload_rows(ptr, p64, b, h, t, e, d, ld, keep, s_p, s_b, s_t, s_k, s_h, s_d
 
 
 @triton.jit
+def _chunked_scores(q_ptr, k_ptr, p64, b, h, t, e, valid, key_ok, DH,
+                    sq_p, sq_b, sq_t, sq_k, sq_h, sq_d, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d,
+                    BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK_D: tl.constexpr, DOT_PREC: tl.constexpr):
+    """S = Q K^T (unscaled, fp32 [BLOCK_R, BLOCK_R]) accumulated over the head dim in chunks of CHUNK_D
+    columns, and which query rows (of q) and key rows (of k) held a non-finite value."""
+    s = tl.zeros([BLOCK_R, BLOCK_R], dtype=tl.float32)
+    bad_q = tl.zeros([BLOCK_R], dtype=tl.int1)
+    bad_k = tl.zeros([BLOCK_R], dtype=tl.int1)
+    for c in tl.range(0, BLOCK_D, CHUNK_D, num_stages=1):
+        d, ld = _cols(c, valid, DH, CHUNK_D)
+        q, bq = _load_rows(q_ptr, p64, b, h, t, e, d, ld, valid, sq_p, sq_b, sq_t, sq_k, sq_h, sq_d)
+        k, bk = _load_rows(k_ptr, p64, b, h, t, e, d, ld, key_ok, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d)
+        s += tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+        bad_q = bad_q | bq
+        bad_k = bad_k | bk
+    return s, bad_q, bad_k
+
+
+@triton.jit
 def _softmax_rows(s, allowed, poisoned):
     """Probabilities ``pr`` (unnormalised: row max subtracted), ``1 / denominator``, row max and
     denominator of score rows ``s`` (log2 units) over the ``allowed`` pairs; ``poisoned`` pairs become NaN.
@@ -178,16 +197,9 @@ def _ea_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, m_ptr,
     else:
         # Chunks of CHUNK_D columns: S = Q K^T accumulated chunk by chunk, then v's non-finite flags
         # (its values are read again, from L1/L2, for the output).
-        s = tl.zeros([BLOCK_R, BLOCK_R], dtype=tl.float32)
-        bad_q = tl.zeros([BLOCK_R], dtype=tl.int1)
-        bad_kv = tl.zeros([BLOCK_R], dtype=tl.int1)
-        for c in tl.range(0, BLOCK_D, CHUNK_D, num_stages=1):
-            d, ld = _cols(c, valid, DH, CHUNK_D)
-            q, bq = _load_rows(q_ptr, p64, b, h, t, e, d, ld, valid, sq_p, sq_b, sq_t, sq_k, sq_h, sq_d)
-            k, bk = _load_rows(k_ptr, p64, b, h, t, e, d, ld, key_ok, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d)
-            s += tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
-            bad_q = bad_q | bq
-            bad_kv = bad_kv | bk
+        s, bad_q, bad_kv = _chunked_scores(q_ptr, k_ptr, p64, b, h, t, e, valid, key_ok, DH,
+                                           sq_p, sq_b, sq_t, sq_k, sq_h, sq_d, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d,
+                                           BLOCK_R, BLOCK_D, CHUNK_D, DOT_PREC)
         for c in tl.range(0, BLOCK_D, CHUNK_D, num_stages=1):
             d, ld = _cols(c, valid, DH, CHUNK_D)
             bad_kv = bad_kv | _load_rows(v_ptr, p64, b, h, t, e, d, ld, key_ok,
@@ -254,16 +266,9 @@ def _ea_bwd(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, m_ptr, dq_ptr, dk_ptr, dv_ptr,
         # thread): S = Q K^T, then dP = dO V^T (with the rows' non-finite flags: q, do for query rows,
         # k, v for key rows); then dv = P^T dO, then dq = dS K and dk = dS^T Q. The second reads of do,
         # k and q come from L1/L2 (this program read them moments before).
-        s = tl.zeros([BLOCK_R, BLOCK_R], dtype=tl.float32)
-        bad_r = tl.zeros([BLOCK_R], dtype=tl.int1)
-        bad_c = tl.zeros([BLOCK_R], dtype=tl.int1)
-        for c in tl.range(0, BLOCK_D, CHUNK_D, num_stages=1):
-            d, ld = _cols(c, valid, DH, CHUNK_D)
-            q, bq = _load_rows(q_ptr, p64, b, h, t, e, d, ld, valid, sq_p, sq_b, sq_t, sq_k, sq_h, sq_d)
-            k, bk = _load_rows(k_ptr, p64, b, h, t, e, d, ld, key_ok, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d)
-            s += tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
-            bad_r = bad_r | bq
-            bad_c = bad_c | bk
+        s, bad_r, bad_c = _chunked_scores(q_ptr, k_ptr, p64, b, h, t, e, valid, key_ok, DH,
+                                          sq_p, sq_b, sq_t, sq_k, sq_h, sq_d, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d,
+                                          BLOCK_R, BLOCK_D, CHUNK_D, DOT_PREC)
         dp = tl.zeros([BLOCK_R, BLOCK_R], dtype=tl.float32)
         for c in tl.range(0, BLOCK_D, CHUNK_D, num_stages=1):
             d, ld = _cols(c, valid, DH, CHUNK_D)
