@@ -26,9 +26,13 @@ from pathlib import Path
 #: baselines included) when deciding whether it still fits the budget; later groups use the longest
 #: group of the subject measured so far.
 FIRST_GROUP_GUESS_S = {"cuda": 25.0, "cpu": 20.0}
-# entity_attention: + the flex baseline's compile (two graphs, one per path); dual_path_block: + three
-# reduce-overhead compiles on GPU (compile-ro and each fused backend's -ro).
-FIRST_GROUP_GUESS_S_SUBJECT = {"entity_attention": 40.0, "dual_path_block": 60.0, "micro_dualnet": 60.0}
+# Per (subject, device) where it differs. entity_attention on a GPU: + the flex baseline's compiles (two
+# graphs, one per path, with their backward); on CPU flex runs forward only (torch has no CPU flex
+# backward): ~20 s measured for the first B=256 group at load 2. dual_path_block on a GPU: + three
+# reduce-overhead compiles (compile-ro and each fused backend's -ro).
+FIRST_GROUP_GUESS_S_SUBJECT = {("entity_attention", "cuda"): 40.0, ("dual_path_block", "cuda"): 60.0,
+                               ("dual_path_block", "cpu"): 40.0, ("micro_dualnet", "cuda"): 60.0,
+                               ("micro_dualnet", "cpu"): 60.0}
 
 
 def log_paths() -> list[Path]:
@@ -73,7 +77,8 @@ class Budget:
         if end is None:
             return True, ""
         left = end - time.time()
-        guess = self._seen.get(subject, FIRST_GROUP_GUESS_S_SUBJECT.get(subject, FIRST_GROUP_GUESS_S.get(device, 20.0)))
+        first = FIRST_GROUP_GUESS_S_SUBJECT.get((subject, device), FIRST_GROUP_GUESS_S.get(device, 20.0))
+        guess = self._seen.get(subject, first)
         if left >= guess:
             return True, ""
         return False, (f"time budget: {left:.0f} s left before the deadline, a {subject} group takes "
