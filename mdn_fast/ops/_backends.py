@@ -101,7 +101,7 @@ def auto_order(device_type: str, op: str, dtype, table: dict | None = None) -> t
     default = _AUTO_ORDER.get(device_type, ("reference",))
     table = _auto_table.TABLE if table is None else table
     entry = table.get((device_type, op, str(dtype).removeprefix("torch.")))
-    measured = tuple(b for b in entry["order"] if b in default) if entry else ()
+    measured = tuple(b for b in entry["order"] if b in default and b != "reference") if entry else ()
     rest = tuple(b for b in default if b not in measured and b != "reference")
     return measured + rest + ("reference",), entry
 
