@@ -3,8 +3,8 @@
 Prints the versions of Python, torch, triton and CUDA (torch's and nvcc's), each backend of
 ``mdn_fast.available_backends()`` with the reason it is unavailable, the order ``backend="auto"`` tries
 per device type, op and dtype with where it comes from (a measurement in ``mdn_fast/ops/_auto_table.py``
-or the assumed default), and what ``mdn_fast._C`` was built with (CUDA or not, its architectures). Importing this module touches no GPU; ``main()`` asks
-``torch.cuda.is_available()`` only to report it.
+or the assumed default), and what ``mdn_fast._C`` was built with (CUDA or not, its architectures).
+Importing this module touches no GPU; ``main()`` asks ``torch.cuda.is_available()`` only to report it.
 """
 from __future__ import annotations
 
