@@ -17,6 +17,8 @@ import os
 
 import torch
 
+from . import _auto_table
+
 BACKENDS = ("reference", "triton", "cpp")
 VALID = BACKENDS + ("auto",)
 _MODULES = {
@@ -24,8 +26,10 @@ _MODULES = {
     "triton": "mdn_fast.ops.triton_backend",
     "cpp": "mdn_fast.ops.cpp_backend",
 }
-# Order "auto" tries, per device type; the reference closes every list so "auto" never fails where the
-# reference would succeed.
+# Order "auto" tries per device type when ``_auto_table`` has no measurement for the op and dtype. CUDA's is
+# an assumption until a GPU result generates the table (``python -m benchmarks.auto_table``); on CPU only the
+# C++ extension is a real fused backend (Triton runs there only under the interpreter). The reference closes
+# every list so "auto" never fails where the reference would succeed.
 _AUTO_ORDER = {"cuda": ("triton", "cpp", "reference"), "cpu": ("cpp", "reference")}
 _loaded: dict = {}
 
@@ -86,9 +90,27 @@ def supports(backend: str, op: str, device, dtype: torch.dtype, sizes: dict) -> 
     return unsupported_reason(backend, op, device, dtype, sizes) is None
 
 
+def auto_order(device_type: str, op: str, dtype, table: dict | None = None) -> tuple[tuple[str, ...], dict | None]:
+    """The backends ``"auto"`` tries for ``op`` on this device type and dtype (a ``torch.dtype`` or its name,
+    e.g. ``"bfloat16"``), in order, and the measurement the order comes from (an entry of ``table``, by
+    default ``_auto_table.TABLE``; None: the assumed ``_AUTO_ORDER``).
+
+    A table entry orders the fused backends it measured, fastest first; those of ``_AUTO_ORDER`` it did not
+    measure follow in their assumed order (a backend absent from ``_AUTO_ORDER`` for this device type, e.g.
+    Triton on CPU, is never added), and the reference closes the list."""
+    default = _AUTO_ORDER.get(device_type, ("reference",))
+    table = _auto_table.TABLE if table is None else table
+    entry = table.get((device_type, op, str(dtype).removeprefix("torch.")))
+    measured = tuple(b for b in entry["order"] if b in default and b != "reference") if entry else ()
+    rest = tuple(b for b in default if b not in measured and b != "reference")
+    return measured + rest + ("reference",), entry
+
+
 def resolve(op: str, backend: str, x: torch.Tensor, sizes: dict):
     """The backend module to run ``op`` on these inputs. A named backend that cannot run them raises
-    with its reason; ``"auto"`` takes the first in ``_AUTO_ORDER`` that can."""
+    with its reason; ``"auto"`` takes the first of ``auto_order`` that can (the measured order of
+    ``_auto_table`` where it has an entry, else ``_AUTO_ORDER``: on CUDA an assumption until a GPU result
+    generates the table). ``MDN_FAST_BACKEND`` forces "auto" to one backend (the reference still backs it)."""
     check_backend_name(backend)
     if backend != "auto":
         why = unsupported_reason(backend, op, x.device, x.dtype, sizes)
@@ -97,8 +119,20 @@ def resolve(op: str, backend: str, x: torch.Tensor, sizes: dict):
                                       f"Use backend='auto' or 'reference'.")
         return _module(backend)
     forced = os.environ.get("MDN_FAST_BACKEND")  # test/benchmark hook: force "auto" to one backend
-    order = (forced,) if forced in BACKENDS else _AUTO_ORDER.get(x.device.type, ("reference",))
-    for name in order + ("reference",):
+    order = (forced, "reference") if forced in BACKENDS else auto_order(x.device.type, op, x.dtype)[0]
+    for name in order:
         if supports(name, op, x.device, x.dtype, sizes):
             return _module(name)
     raise AssertionError("unreachable: the reference backend accepts every valid input")
+
+
+def auto_sources() -> list[tuple[str, str, str, tuple[str, ...], str]]:
+    """Where "auto"'s order comes from, for ``mdn_fast.info``: ``(device type, op, dtype, order, source)``,
+    one row per device type for the assumed default (op and dtype ``"*"``) and one per table entry."""
+    rows = [(dev, "*", "*", order, "assumed: every op/dtype without a measured entry in mdn_fast/ops/_auto_table.py")
+            for dev, order in _AUTO_ORDER.items()]
+    for (dev, op, dtype), e in sorted(_auto_table.TABLE.items()):
+        medians = ", ".join(f"{b} {e['medians_s'][b] * 1e3:.3g} ms" for b in e["order"])
+        rows.append((dev, op, dtype, auto_order(dev, op, dtype)[0],
+                     f"measured on {e['device']} {e['date'][:10]} ({e['mode']}: {medians}; {e['source']})"))
+    return rows
