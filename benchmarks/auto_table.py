@@ -26,8 +26,12 @@ from pathlib import Path
 
 from mdn_fast.ops import _auto_table, _backends
 
-from . import _progress
-from ._harness import DTYPES, PAPER
+try:
+    from . import _progress
+    from ._harness import DTYPES, PAPER
+except ImportError as e:   # the benchmark harness needs the test tools (pytest, pytest-benchmark)
+    raise SystemExit(f"benchmarks.auto_table: {e}; install the test extra first: "
+                     "pip install --no-build-isolation -e '.[test]'") from None
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE_PATH = REPO / "mdn_fast" / "ops" / "_auto_table.py"
