@@ -131,7 +131,8 @@ def extensions():
     _log(f"building mdn_fast._C: CPU kernels{' + CUDA kernels' if with_cuda else ''} "
          f"(torch {torch.__version__}, torch CUDA {torch.version.cuda}, toolkit {toolkit}, MDN_FAST_CUDA={want})")
 
-    sources = [os.path.join("csrc", "ops.cpp")] + sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    sources = [os.path.join("csrc", "ops.cpp")] + sorted(glob.glob(os.path.join("csrc", "args", "*.cpp"))) + sorted(
+        glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     omp = _openmp_flags()
     cxx = ["-O3", "-Wall"] + omp
     define_macros = []

@@ -1,7 +1,9 @@
 // The only file that sees torch: the mdn_fast op schemas, their CPU (and, built with
 // MDN_FAST_WITH_CUDA, CUDA) implementations, and an empty Python module so `import mdn_fast._C` loads
-// the library and runs the registrations. Each implementation checks what the schema cannot, fills the
-// kernel's argument block (common/op_args.h) from the tensors and calls the torch-free kernel.
+// the library and runs the registrations. Each implementation describes its tensors as TensorRefs,
+// lets the torch-free plumbing (args/) check them and fill the kernel's argument block
+// (common/op_args.h), allocates the outputs and calls the torch-free kernel. The CUDA emulation
+// (emu/emu_ops.cpp) goes through the same plumbing.
 #include <Python.h>
 
 #include <ATen/Parallel.h>
@@ -16,6 +18,8 @@
 #include <string>
 #include <tuple>
 
+#include "args/entity_attention_args.h"
+#include "args/routed_merge_args.h"
 #include "cpu/entity_attention_cpu.h"
 #include "cpu/routed_merge_cpu.h"
 
@@ -41,17 +45,6 @@ namespace {
 
 enum class Dev { CPU, CUDA };
 
-mdn::DType kernel_dtype(const Tensor& t, const char* name) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return mdn::DType::Float32;
-    case at::kHalf: return mdn::DType::Float16;
-    case at::kBFloat16: return mdn::DType::BFloat16;
-    case at::kDouble: return mdn::DType::Float64;
-    default: TORCH_CHECK(false, name, ": expected float32, float16, bfloat16 or float64, got ", t.scalar_type());
-  }
-  return mdn::DType::Float32;
-}
-
 at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
 // Outputs follow mdn_fast._debug.new_output: NaN-filled under MDN_FAST_POISON=1 (so tests see any
@@ -62,70 +55,42 @@ Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& opts) {
   return at::empty(sizes, opts);
 }
 
-mdn::Strides6 strides6(const Tensor& t) {
-  auto s = t.strides();
-  return {s[0], s[1], s[2], s[3], s[4], s[5]};
-}
-mdn::Strides4 strides4(const Tensor& t) {
-  auto s = t.strides();
-  return {s[0], s[1], s[2], s[3]};
-}
-
-// Mask pointer and strides; checks shape [B, T, K], dtype bool and device.
-const uint8_t* mask_arg(const c10::optional<Tensor>& mask, const Tensor& like, int64_t B, int64_t T, int64_t K,
-                        mdn::Strides3* sm) {
-  *sm = {0, 0, 0};
-  if (!mask.has_value() || !mask->defined()) return nullptr;
-  const Tensor& m = *mask;
-  TORCH_CHECK(m.scalar_type() == at::kBool, "mask: expected dtype bool, got ", m.scalar_type());
-  TORCH_CHECK(m.dim() == 3 && m.size(0) == B && m.size(1) == T && m.size(2) == K,
-              "mask: expected shape [B, T, K] = [", B, ", ", T, ", ", K, "], got ", m.sizes());
-  TORCH_CHECK(m.device() == like.device(), "mask: expected device ", like.device(), ", got ", m.device());
-  *sm = {m.stride(0), m.stride(1), m.stride(2)};
-  return reinterpret_cast<const uint8_t*>(m.data_ptr<bool>());
-}
-
-uint64_t axes_bits(at::IntArrayRef axes, int64_t P) {
-  TORCH_CHECK(static_cast<int64_t>(axes.size()) == P, "axes: expected ", P, " entries (one per path), got ",
-              axes.size());
-  TORCH_CHECK(P <= mdn::kMaxPaths, "q: P = ", P, " paths exceeds the kernels' limit P <= ", mdn::kMaxPaths,
-              " (mdn_fast._limits.MAX_PATHS); split the paths over several calls");
-  uint64_t bits = 0;
-  for (int64_t p = 0; p < P; ++p) {
-    TORCH_CHECK(axes[p] == 0 || axes[p] == 1, "axes: entries must be 0 (spatial) or 1 (temporal), got ", axes[p]);
-    if (axes[p] == 1) bits |= uint64_t(1) << p;
+mdn::ElemType elem_of(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return mdn::ElemType::Float32;
+    case at::kHalf: return mdn::ElemType::Float16;
+    case at::kBFloat16: return mdn::ElemType::BFloat16;
+    case at::kDouble: return mdn::ElemType::Float64;
+    case at::kBool: return mdn::ElemType::Bool;
+    default: return mdn::ElemType::Other;
   }
-  return bits;
 }
 
-void check_same(const Tensor& x, const char* name, const Tensor& ref, const char* ref_name, bool shape = true) {
-  TORCH_CHECK(!shape || x.sizes() == ref.sizes(), name, ": expected the shape of ", ref_name, " ", ref.sizes(),
-              ", got ", x.sizes());
-  TORCH_CHECK(x.scalar_type() == ref.scalar_type(), name, ": expected dtype ", ref.scalar_type(), ", got ",
-              x.scalar_type());
-  TORCH_CHECK(x.device() == ref.device(), name, ": expected device ", ref.device(), ", got ", x.device());
+// The torch-free view of a tensor that the argument plumbing (csrc/args/) checks and reads.
+mdn::TensorRef ref(const Tensor& t, const char* name) {
+  mdn::TensorRef r{};
+  if (!t.defined()) return r;
+  TORCH_CHECK(t.dim() <= mdn::kMaxRefDims, name, ": expected at most ", mdn::kMaxRefDims, " dims, got ", t.sizes());
+  TORCH_CHECK(elem_of(t.scalar_type()) != mdn::ElemType::Other, name, ": expected ",
+              std::string(name) == "mask" ? "dtype bool" : "float32, float16, bfloat16 or float64", ", got ",
+              t.scalar_type());
+  r.data = t.data_ptr();
+  r.defined = 1;
+  r.dim = static_cast<int32_t>(t.dim());
+  r.elem = elem_of(t.scalar_type());
+  r.device_type = t.is_cpu() ? mdn::DeviceType::CPU : t.is_cuda() ? mdn::DeviceType::CUDA : mdn::DeviceType::Other;
+  r.device_index = t.is_cpu() ? -1 : t.device().index();
+  for (int64_t i = 0; i < t.dim(); ++i) {
+    r.sizes[i] = t.size(i);
+    r.strides[i] = t.stride(i);
+  }
+  return r;
+}
+mdn::TensorRef ref(const c10::optional<Tensor>& t, const char* name) {
+  return t.has_value() ? ref(*t, name) : mdn::TensorRef{};
 }
 
-mdn::EntityAttentionShape ea_shape(const Tensor& q, at::IntArrayRef axes) {
-  TORCH_CHECK(q.dim() == 6, "q: expected 6 dims [P, B, T, K, H, Dh], got ", q.sizes());
-  mdn::EntityAttentionShape s;
-  s.P = static_cast<int>(q.size(0));
-  s.B = q.size(1);
-  s.T = q.size(2);
-  s.K = q.size(3);
-  s.H = q.size(4);
-  s.Dh = q.size(5);
-  s.temporal_bits = axes_bits(axes, q.size(0));
-  // The limits of mdn_fast/_limits.py (common/limits.h is generated from it); the Python layer refuses
-  // larger sizes first, this guards direct torch.ops calls.
-  TORCH_CHECK(s.K <= mdn::kMaxK, "q: K = ", s.K, " entities exceeds the kernels' limit K <= ", mdn::kMaxK,
-              " (mdn_fast._limits.MAX_K); use backend='reference' for larger groups");
-  TORCH_CHECK(s.T <= mdn::kMaxT, "q: T = ", s.T, " frames exceeds the kernels' limit T <= ", mdn::kMaxT,
-              " (mdn_fast._limits.MAX_T); use backend='reference' for longer clips");
-  TORCH_CHECK(s.Dh <= mdn::kMaxDh, "q: Dh = ", s.Dh, " exceeds the kernels' limit Dh <= ", mdn::kMaxDh,
-              " (mdn_fast._limits.MAX_DH); use backend='reference' for wider heads");
-  return s;
-}
+void check(const mdn::ArgError& e) { TORCH_CHECK(e.empty(), e); }
 
 const char* status_text(int code) {
   switch (code) {
@@ -151,36 +116,29 @@ void cpu_parallel_for(int64_t begin, int64_t end, int64_t grain, const mdn::Para
   at::parallel_for(begin, end, grain, body);
 }
 
+#ifdef MDN_FAST_WITH_CUDA
+cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+#endif
+
 // ---------------------------------------------------------------- entity_attention
 template <Dev D>
 std::tuple<Tensor, Tensor> entity_attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v,
                                                 at::IntArrayRef axes, const c10::optional<Tensor>& mask,
                                                 double scale) {
-  check_same(k, "k", q, "q");
-  check_same(v, "v", q, "q");
-  mdn::EntityAttentionFwdArgs a{};
-  a.shape = ea_shape(q, axes);
-  a.dtype = kernel_dtype(q, "q");
+  mdn::EntityAttentionFwdArgs a;
+  const mdn::TensorRef rq = ref(q, "q");
+  check(mdn::entity_attention_fwd_inputs(rq, ref(k, "k"), ref(v, "v"), axes.data(), axes.size(), ref(mask, "mask"),
+                                         scale, &a));
   const auto& s = a.shape;
   Tensor out = new_output(q.sizes(), q.options().memory_format(at::MemoryFormat::Contiguous));
   Tensor lse = new_output({s.P, s.B, s.T, s.K, s.H}, q.options().dtype(acc_type(q.scalar_type())));
-  a.q = q.data_ptr();
-  a.k = k.data_ptr();
-  a.v = v.data_ptr();
-  a.sq = strides6(q);
-  a.sk = strides6(k);
-  a.sv = strides6(v);
-  a.mask = mask_arg(mask, q, s.B, s.T, s.K, &a.sm);
-  a.scale = scale;
-  a.out = out.data_ptr();
-  a.lse = lse.data_ptr();
+  check(mdn::entity_attention_fwd_outputs(rq, ref(out, "out"), ref(lse, "lse"), &a));
   if constexpr (D == Dev::CPU) {
     check_status(mdn::entity_attention_fwd_cpu(a, cpu_parallel_for), "entity_attention_fwd");
   } else {
 #ifdef MDN_FAST_WITH_CUDA
     const c10::cuda::CUDAGuard guard(q.device());
-    check_status(mdn::entity_attention_fwd_cuda(a, c10::cuda::getCurrentCUDAStream().stream()),
-                 "entity_attention_fwd");
+    check_status(mdn::entity_attention_fwd_cuda(a, current_stream()), "entity_attention_fwd");
 #endif
   }
   return {out, lse};
@@ -190,95 +148,41 @@ template <Dev D>
 std::tuple<Tensor, Tensor, Tensor> entity_attention_bwd(const Tensor& grad_out, const Tensor& q, const Tensor& k,
                                                         const Tensor& v, const Tensor& lse, at::IntArrayRef axes,
                                                         const c10::optional<Tensor>& mask, double scale) {
-  check_same(k, "k", q, "q");
-  check_same(v, "v", q, "q");
-  check_same(grad_out, "grad_out", q, "q");
-  mdn::EntityAttentionBwdArgs a{};
-  a.shape = ea_shape(q, axes);
-  a.dtype = kernel_dtype(q, "q");
-  const auto& s = a.shape;
-  TORCH_CHECK(lse.is_contiguous() && lse.dim() == 5 && lse.size(0) == s.P && lse.size(1) == s.B &&
-                  lse.size(2) == s.T && lse.size(3) == s.K && lse.size(4) == s.H &&
-                  lse.scalar_type() == acc_type(q.scalar_type()) && lse.device() == q.device(),
-              "lse: expected the forward's contiguous [P, B, T, K, H] ", acc_type(q.scalar_type()),
-              " log-sum-exp, got ", lse.sizes(), " ", lse.scalar_type());
+  mdn::EntityAttentionBwdArgs a;
+  const mdn::TensorRef rq = ref(q, "q");
+  check(mdn::entity_attention_bwd_inputs(ref(grad_out, "grad_out"), rq, ref(k, "k"), ref(v, "v"), ref(lse, "lse"),
+                                         axes.data(), axes.size(), ref(mask, "mask"), scale, &a));
   const auto opts = q.options().memory_format(at::MemoryFormat::Contiguous);
   Tensor dq = new_output(q.sizes(), opts), dk = new_output(q.sizes(), opts), dv = new_output(q.sizes(), opts);
-  a.q = q.data_ptr();
-  a.k = k.data_ptr();
-  a.v = v.data_ptr();
-  a.dout = grad_out.data_ptr();
-  a.sq = strides6(q);
-  a.sk = strides6(k);
-  a.sv = strides6(v);
-  a.sdo = strides6(grad_out);
-  a.lse = lse.data_ptr();
-  a.mask = mask_arg(mask, q, s.B, s.T, s.K, &a.sm);
-  a.scale = scale;
-  a.dq = dq.data_ptr();
-  a.dk = dk.data_ptr();
-  a.dv = dv.data_ptr();
+  check(mdn::entity_attention_bwd_outputs(rq, ref(dq, "dq"), ref(dk, "dk"), ref(dv, "dv"), &a));
   if constexpr (D == Dev::CPU) {
     check_status(mdn::entity_attention_bwd_cpu(a, cpu_parallel_for), "entity_attention_bwd");
   } else {
 #ifdef MDN_FAST_WITH_CUDA
     const c10::cuda::CUDAGuard guard(q.device());
-    check_status(mdn::entity_attention_bwd_cuda(a, c10::cuda::getCurrentCUDAStream().stream()),
-                 "entity_attention_bwd");
+    check_status(mdn::entity_attention_bwd_cuda(a, current_stream()), "entity_attention_bwd");
 #endif
   }
   return {dq, dk, dv};
 }
 
 // ---------------------------------------------------------------- routed_merge
-void check_weight(const Tensor& x_st, const Tensor& weight) {
-  TORCH_CHECK(x_st.dim() == 4, "x_st: expected 4 dims [B, T, K, D], got ", x_st.sizes());
-  const int64_t K = x_st.size(2), D = x_st.size(3);
-  const auto acc = acc_type(x_st.scalar_type());
-  TORCH_CHECK(weight.dim() == 3 && weight.size(0) == K && weight.size(1) == 2 && weight.size(2) == 2 * D &&
-                  weight.is_contiguous() && weight.scalar_type() == acc && weight.device() == x_st.device(),
-              "weight: expected a contiguous [K, 2, 2D] = [", K, ", 2, ", 2 * D, "] ", acc, " tensor, got ",
-              weight.sizes(), " ", weight.scalar_type());
-}
-
-void check_bias(const Tensor& x_st, const Tensor& bias) {
-  const int64_t K = x_st.size(2);
-  const auto acc = acc_type(x_st.scalar_type());
-  TORCH_CHECK(bias.dim() == 2 && bias.size(0) == K && bias.size(1) == 2 && bias.is_contiguous() &&
-                  bias.scalar_type() == acc && bias.device() == x_st.device(),
-              "bias: expected a contiguous [K, 2] ", acc, " tensor, got ", bias.sizes(), " ", bias.scalar_type());
-}
-
 template <Dev D>
 std::tuple<Tensor, Tensor> routed_merge_fwd(const Tensor& x_st, const Tensor& x_ts, const Tensor& weight,
                                             const Tensor& bias, double tau, const c10::optional<Tensor>& mask) {
-  check_same(x_ts, "x_ts", x_st, "x_st");
-  check_weight(x_st, weight);
-  check_bias(x_st, bias);
-  mdn::RoutedMergeFwdArgs a{};
-  a.B = x_st.size(0);
-  a.T = x_st.size(1);
-  a.K = x_st.size(2);
-  a.D = x_st.size(3);
-  a.dtype = kernel_dtype(x_st, "x_st");
+  mdn::RoutedMergeFwdArgs a;
+  const mdn::TensorRef rx = ref(x_st, "x_st");
+  check(mdn::routed_merge_fwd_inputs(rx, ref(x_ts, "x_ts"), ref(weight, "weight"), ref(bias, "bias"), tau,
+                                     ref(mask, "mask"), &a));
   Tensor y = new_output(x_st.sizes(), x_st.options().memory_format(at::MemoryFormat::Contiguous));
   Tensor alpha = new_output({a.B, a.K, 2}, weight.options());
-  a.x_st = x_st.data_ptr();
-  a.x_ts = x_ts.data_ptr();
-  a.s_st = strides4(x_st);
-  a.s_ts = strides4(x_ts);
-  a.weight = weight.data_ptr();
-  a.bias = bias.data_ptr();
-  a.mask = mask_arg(mask, x_st, a.B, a.T, a.K, &a.sm);
-  a.tau = tau;
-  a.y = y.data_ptr();
-  a.alpha = alpha.data_ptr();
+  check(mdn::routed_merge_fwd_outputs(rx, ref(y, "y"), ref(alpha, "alpha"), &a));
   if constexpr (D == Dev::CPU) {
     check_status(mdn::routed_merge_fwd_cpu(a, cpu_parallel_for), "routed_merge_fwd");
   } else {
 #ifdef MDN_FAST_WITH_CUDA
     const c10::cuda::CUDAGuard guard(x_st.device());
-    check_status(mdn::routed_merge_fwd_cuda(a, c10::cuda::getCurrentCUDAStream().stream()), "routed_merge_fwd");
+    check_status(mdn::routed_merge_fwd_cuda(a, current_stream()), "routed_merge_fwd");
 #endif
   }
   return {y, alpha};
@@ -290,52 +194,28 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> routed_merge_bwd(const Tensor& grad_y
                                                             const Tensor& x_st, const Tensor& x_ts,
                                                             const Tensor& weight, const Tensor& alpha, double tau,
                                                             const c10::optional<Tensor>& mask) {
-  check_same(x_ts, "x_ts", x_st, "x_st");
-  check_same(grad_y, "grad_y", x_st, "x_st");
-  check_weight(x_st, weight);
-  mdn::RoutedMergeBwdArgs a{};
-  a.B = x_st.size(0);
-  a.T = x_st.size(1);
-  a.K = x_st.size(2);
-  a.D = x_st.size(3);
-  a.dtype = kernel_dtype(x_st, "x_st");
-  const auto acc_opts = weight.options();
-  TORCH_CHECK(alpha.is_contiguous() && alpha.scalar_type() == weight.scalar_type() && alpha.dim() == 3 &&
-                  alpha.size(0) == a.B && alpha.size(1) == a.K && alpha.size(2) == 2,
-              "alpha: expected the forward's contiguous [B, K, 2] routing weights, got ", alpha.sizes());
+  mdn::RoutedMergeBwdArgs a;
+  const mdn::TensorRef rx = ref(x_st, "x_st");
+  // alpha's gradient reaches the kernel contiguous in the accumulation dtype (autograd may give a view).
   Tensor dalpha;
-  if (grad_alpha.has_value() && grad_alpha->defined()) {
-    dalpha = grad_alpha->to(acc_opts).contiguous();
-    TORCH_CHECK(dalpha.sizes() == alpha.sizes(), "grad_alpha: expected shape ", alpha.sizes(), ", got ",
-                dalpha.sizes());
-  }
+  if (grad_alpha.has_value() && grad_alpha->defined())
+    dalpha = grad_alpha->to(weight.options()).contiguous();
+  check(mdn::routed_merge_bwd_inputs(ref(grad_y, "grad_y"), ref(dalpha, "grad_alpha"), rx, ref(x_ts, "x_ts"),
+                                     ref(weight, "weight"), ref(alpha, "alpha"), tau, ref(mask, "mask"), &a));
+  const auto acc_opts = weight.options();
   const auto x_opts = x_st.options().memory_format(at::MemoryFormat::Contiguous);
   Tensor dx_st = new_output(x_st.sizes(), x_opts), dx_ts = new_output(x_st.sizes(), x_opts);
   Tensor dweight = new_output(weight.sizes(), acc_opts), dbias = new_output({a.K, 2}, acc_opts);
   Tensor scratch_dl = at::empty({a.B, a.K, 2}, acc_opts), scratch_pooled = at::empty({a.B, a.K, 2 * a.D}, acc_opts);
-  a.x_st = x_st.data_ptr();
-  a.x_ts = x_ts.data_ptr();
-  a.dy = grad_y.data_ptr();
-  a.s_st = strides4(x_st);
-  a.s_ts = strides4(x_ts);
-  a.s_dy = strides4(grad_y);
-  a.weight = weight.data_ptr();
-  a.alpha = alpha.data_ptr();
-  a.dalpha = dalpha.defined() ? dalpha.data_ptr() : nullptr;
-  a.mask = mask_arg(mask, x_st, a.B, a.T, a.K, &a.sm);
-  a.tau = tau;
-  a.dx_st = dx_st.data_ptr();
-  a.dx_ts = dx_ts.data_ptr();
-  a.dweight = dweight.data_ptr();
-  a.dbias = dbias.data_ptr();
-  a.scratch_dlogits = scratch_dl.data_ptr();
-  a.scratch_pooled = scratch_pooled.data_ptr();
+  check(mdn::routed_merge_bwd_outputs(rx, ref(dx_st, "dx_st"), ref(dx_ts, "dx_ts"), ref(dweight, "dweight"),
+                                      ref(dbias, "dbias"), ref(scratch_dl, "scratch_dlogits"),
+                                      ref(scratch_pooled, "scratch_pooled"), &a));
   if constexpr (D == Dev::CPU) {
     check_status(mdn::routed_merge_bwd_cpu(a, cpu_parallel_for), "routed_merge_bwd");
   } else {
 #ifdef MDN_FAST_WITH_CUDA
     const c10::cuda::CUDAGuard guard(x_st.device());
-    check_status(mdn::routed_merge_bwd_cuda(a, c10::cuda::getCurrentCUDAStream().stream()), "routed_merge_bwd");
+    check_status(mdn::routed_merge_bwd_cuda(a, current_stream()), "routed_merge_bwd");
 #endif
   }
   return {dx_st, dx_ts, dweight, dbias};

@@ -2,9 +2,7 @@
 // (cuda_fp16 / cuda_bf16 intrinsics), plus warp and block reductions shared by the CUDA kernels.
 #pragma once
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
+#include "cuda_api.cuh"
 
 #include "../common/dtype.h"
 

@@ -78,7 +78,7 @@ __device__ __forceinline__ void load_row(const GroupRows<T>& rows, int64_t n, in
   load_row(rows.ptr + n * rows.member, rows.sd, Dh, x);
 }
 
-template <typename T> __global__ void fwd_kernel(EntityAttentionFwdArgs a) {
+template <typename T> __global__ void ea_fwd_kernel(EntityAttentionFwdArgs a) {
   using A = typename DevScalar<T>::acc;
   __shared__ uint8_t ok[kMaxMembers];
   const EntityAttentionShape sh = a.shape;
@@ -117,7 +117,7 @@ template <typename T> __global__ void fwd_kernel(EntityAttentionFwdArgs a) {
   }
 }
 
-template <typename T> __global__ void bwd_kernel(EntityAttentionBwdArgs a) {
+template <typename T> __global__ void ea_bwd_kernel(EntityAttentionBwdArgs a) {
   using A = typename DevScalar<T>::acc;
   __shared__ uint8_t ok[kMaxMembers];
   __shared__ A Dsh[kMaxMembers];  // D_i = sum_j p_ij dp_ij = do_i . o_i
@@ -220,7 +220,7 @@ int entity_attention_fwd_cuda(const EntityAttentionFwdArgs& a, cudaStream_t stre
   dim3 grid, block;
   if (!sizes_ok(a.shape) || !launch_dims(a, grid, block)) return kBadSize;
   const int dt_status = dispatch_dtype(a.dtype, [&](auto tag) {
-    fwd_kernel<typename decltype(tag)::type><<<grid, block, 0, stream>>>(a);
+    MDN_LAUNCH(ea_fwd_kernel<typename decltype(tag)::type>, grid, block, 0, stream)(a);
   });
   if (dt_status != kOk) return dt_status;
   return launch_status();
@@ -230,7 +230,7 @@ int entity_attention_bwd_cuda(const EntityAttentionBwdArgs& a, cudaStream_t stre
   dim3 grid, block;
   if (!sizes_ok(a.shape) || !launch_dims(a, grid, block)) return kBadSize;
   const int dt_status = dispatch_dtype(a.dtype, [&](auto tag) {
-    bwd_kernel<typename decltype(tag)::type><<<grid, block, 0, stream>>>(a);
+    MDN_LAUNCH(ea_bwd_kernel<typename decltype(tag)::type>, grid, block, 0, stream)(a);
   });
   if (dt_status != kOk) return dt_status;
   return launch_status();

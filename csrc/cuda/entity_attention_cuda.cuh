@@ -3,7 +3,7 @@
 // (kCudaErrorBase + cudaError_t when a launch failed).
 #pragma once
 
-#include <cuda_runtime_api.h>
+#include "cuda_api.cuh"
 
 #include "../common/op_args.h"
 

@@ -41,7 +41,7 @@ __device__ __forceinline__ A pooled_feature(const T* xs, const Strides4& s_st, c
   return acc * inv;
 }
 
-template <typename T> __global__ void fwd_kernel(RoutedMergeFwdArgs a) {
+template <typename T> __global__ void rm_fwd_kernel(RoutedMergeFwdArgs a) {
   using A = typename DevScalar<T>::acc;
   __shared__ A red[kThreads / 32];
   const int64_t b = blockIdx.x / a.K, k = blockIdx.x % a.K, D = a.D;
@@ -74,7 +74,7 @@ template <typename T> __global__ void fwd_kernel(RoutedMergeFwdArgs a) {
     }
 }
 
-template <typename T> __global__ void bwd_rows_kernel(RoutedMergeBwdArgs a) {
+template <typename T> __global__ void rm_bwd_rows_kernel(RoutedMergeBwdArgs a) {
   using A = typename DevScalar<T>::acc;
   __shared__ A red[kThreads / 32];
   const int64_t task = blockIdx.x, b = task / a.K, k = task % a.K, D = a.D;
@@ -121,7 +121,7 @@ template <typename T> __global__ void bwd_rows_kernel(RoutedMergeBwdArgs a) {
 
 // One thread per (k, c), c in [0, 2D): dweight[k, j, c] = sum_b dlogits[b, k, j] pooled[b, k, c];
 // the thread with c = 0 also sums dbias[k, :].
-template <typename A> __global__ void bwd_router_kernel(RoutedMergeBwdArgs a) {
+template <typename A> __global__ void rm_bwd_router_kernel(RoutedMergeBwdArgs a) {
   const int64_t D2 = 2 * a.D;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= a.K * D2) return;
@@ -157,7 +157,7 @@ int routed_merge_fwd_cuda(const RoutedMergeFwdArgs& a, cudaStream_t stream) {
   if (!grid_ok(a.B, a.K, a.D) || a.T < 1) return kBadSize;
   const dim3 grid(static_cast<unsigned>(a.B * a.K)), block(kThreads);
   const int dt_status = dispatch_dtype(a.dtype, [&](auto tag) {
-    fwd_kernel<typename decltype(tag)::type><<<grid, block, 0, stream>>>(a);
+    MDN_LAUNCH(rm_fwd_kernel<typename decltype(tag)::type>, grid, block, 0, stream)(a);
   });
   if (dt_status != kOk) return dt_status;
   return launch_status();
@@ -167,7 +167,7 @@ int routed_merge_bwd_cuda(const RoutedMergeBwdArgs& a, cudaStream_t stream) {
   if (!grid_ok(a.B, a.K, a.D) || a.T < 1) return kBadSize;
   const dim3 grid(static_cast<unsigned>(a.B * a.K)), block(kThreads);
   const int dt_status = dispatch_dtype(a.dtype, [&](auto tag) {
-    bwd_rows_kernel<typename decltype(tag)::type><<<grid, block, 0, stream>>>(a);
+    MDN_LAUNCH(rm_bwd_rows_kernel<typename decltype(tag)::type>, grid, block, 0, stream)(a);
   });
   if (dt_status != kOk) return dt_status;
   int st = launch_status();
@@ -175,9 +175,9 @@ int routed_merge_bwd_cuda(const RoutedMergeBwdArgs& a, cudaStream_t stream) {
   const int64_t n = a.K * 2 * a.D;
   const dim3 grid2(static_cast<unsigned>((n + kThreads - 1) / kThreads)), block2(kThreads);
   if (a.dtype == DType::Float64)
-    bwd_router_kernel<double><<<grid2, block2, 0, stream>>>(a);
+    MDN_LAUNCH(rm_bwd_router_kernel<double>, grid2, block2, 0, stream)(a);
   else
-    bwd_router_kernel<float><<<grid2, block2, 0, stream>>>(a);
+    MDN_LAUNCH(rm_bwd_router_kernel<float>, grid2, block2, 0, stream)(a);
   return launch_status();
 }
 

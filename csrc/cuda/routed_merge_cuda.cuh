@@ -2,7 +2,7 @@
 // Layouts and semantics: common/op_args.h. Returns a mdn::Status code.
 #pragma once
 
-#include <cuda_runtime_api.h>
+#include "cuda_api.cuh"
 
 #include "../common/op_args.h"
 

@@ -94,25 +94,38 @@ def unsupported_reason(op, device, dtype, sizes) -> str | None:
     return f"unknown op {op!r}"
 
 
-def entity_attention(q, k, v, axes, mask, scale):
-    """``[P, B, T, K, H, Dh]`` -> ``[P, B, T, K, H, Dh]`` (contiguous, q's dtype); arguments already checked."""
+def call_entity_attention(ns, q, k, v, axes, mask, scale):
+    """Run the ``entity_attention_fwd`` op of torch op namespace ``ns`` (``torch.ops.mdn_fast``, or the CUDA
+    emulation's in the tests: the same wrapper for both); returns the output."""
     codes = [AXES.index(a) for a in axes]
-    return torch.ops.mdn_fast.entity_attention_fwd(q, k, v, codes, mask, float(scale))[0]
+    return ns.entity_attention_fwd(q, k, v, codes, mask, float(scale))[0]
 
 
-def routed_merge(x_st, x_ts, weight, bias, tau, mask):
-    """``(y [B, T, K, D], alpha [B, K, 2] acc dtype)``; arguments already checked. The router parameters
-    go to the kernel in the accumulation dtype; the cast is differentiable, so their gradients come back
-    in their own dtype."""
+def call_routed_merge(ns, x_st, x_ts, weight, bias, tau, mask):
+    """Run ``ns.routed_merge_fwd``: the router parameters go to the kernel in the accumulation dtype; the cast
+    is differentiable, so their gradients come back in their own dtype."""
     acc = acc_dtype(x_st.dtype)
     w = weight.to(acc).contiguous()
     b = bias.to(acc).contiguous()
-    return tuple(torch.ops.mdn_fast.routed_merge_fwd(x_st, x_ts, w, b, float(tau), mask))
+    return tuple(ns.routed_merge_fwd(x_st, x_ts, w, b, float(tau), mask))
+
+
+def entity_attention(q, k, v, axes, mask, scale):
+    """``[P, B, T, K, H, Dh]`` -> ``[P, B, T, K, H, Dh]`` (contiguous, q's dtype); arguments already checked."""
+    return call_entity_attention(torch.ops.mdn_fast, q, k, v, axes, mask, scale)
+
+
+def routed_merge(x_st, x_ts, weight, bias, tau, mask):
+    """``(y [B, T, K, D], alpha [B, K, 2] acc dtype)``; arguments already checked."""
+    return call_routed_merge(torch.ops.mdn_fast, x_st, x_ts, weight, bias, tau, mask)
 
 
 # --------------------------------------------------------------------------- fake impls and autograd
-def _register() -> None:
-    lib = "mdn_fast::"
+def register_fakes_and_autograd(namespace: str) -> None:
+    """Fake impls and autograd of the four ops of ``namespace`` (their schemas are those of csrc/ops.cpp):
+    ``mdn_fast`` here, the CUDA emulation's namespace in the tests."""
+    lib = namespace + "::"
+    ns = getattr(torch.ops, namespace)
 
     @torch.library.register_fake(lib + "entity_attention_fwd")
     def _ea_fwd_fake(q, k, v, axes, mask, scale):
@@ -134,9 +147,9 @@ def _register() -> None:
         return (x_st.new_empty(x_st.shape), x_st.new_empty(x_st.shape), weight.new_empty(weight.shape),
                 weight.new_empty((K, 2)))
 
-    register_entity_attention_autograd(lib + "entity_attention_fwd", torch.ops.mdn_fast.entity_attention_bwd)
-    register_routed_merge_autograd(lib + "routed_merge_fwd", torch.ops.mdn_fast.routed_merge_bwd)
+    register_entity_attention_autograd(lib + "entity_attention_fwd", ns.entity_attention_bwd)
+    register_routed_merge_autograd(lib + "routed_merge_fwd", ns.routed_merge_bwd)
 
 
 if _LOAD_ERROR is None:
-    _register()
+    register_fakes_and_autograd("mdn_fast")

@@ -1,0 +1,15 @@
+// The CUDA API the kernels use, in one place. nvcc gets the real runtime; a host C++ compiler with
+// MDN_CUDA_EMULATE defined gets csrc/emu's CPU emulation of the same names (threads as fibers, blocks
+// one after another, checked barriers and shuffles). Every launch goes through MDN_LAUNCH:
+//   MDN_LAUNCH(kernel, grid, block, shared_bytes, stream)(args...);
+// so the same .cu files compile unmodified for the GPU and for the emulation.
+#pragma once
+
+#if defined(MDN_CUDA_EMULATE)
+#include "../emu/cuda_emu.h"
+#else
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#define MDN_LAUNCH(kernel, grid, block, shared_bytes, stream) kernel<<<grid, block, shared_bytes, stream>>>
+#endif
