@@ -69,7 +69,7 @@ def _cuda_include() -> Optional[str]:
 
 def sources() -> Tuple[List[str], List[str]]:
     """(kernel .cu files, host .cpp files) of the emulated library, from the checkout."""
-    cu = sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))
+    cu = sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")) + glob.glob(os.path.join(CSRC, "emu", "*.cu")))
     cpp = sorted(glob.glob(os.path.join(CSRC, "emu", "*.cpp")) + glob.glob(os.path.join(CSRC, "args", "*.cpp")))
     return cu, cpp
 
@@ -165,6 +165,7 @@ def _load():
     err = (ctypes.c_char_p, ctypes.c_longlong)
     lib.mdn_emu_configure.argtypes = [ctypes.c_int, ctypes.c_ulonglong, ctypes.c_int]
     lib.mdn_emu_stats.argtypes = [ctypes.POINTER(ctypes.c_ulonglong)]
+    lib.mdn_emu_selftest.argtypes = [ctypes.c_char_p, ctypes.c_void_p, *err]
     lib.mdn_emu_entity_attention_fwd.argtypes = [_P, _P, _P, ctypes.POINTER(ctypes.c_longlong), ctypes.c_longlong,
                                                  _P, ctypes.c_double, _P, _P, *err]
     lib.mdn_emu_entity_attention_bwd.argtypes = [_P, _P, _P, _P, _P, ctypes.POINTER(ctypes.c_longlong),
@@ -191,6 +192,18 @@ def stats() -> dict:
     out = (ctypes.c_ulonglong * 4)()
     library().mdn_emu_stats(out)
     return dict(zip(("launches", "blocks", "threads", "switches"), list(out)))
+
+
+def selftest(name: str) -> torch.Tensor:
+    """Run the emulator's self-test kernel ``name`` (csrc/emu/selftest_kernels.cu) into a NaN-filled buffer of
+    1024 floats and return it; a failed launch raises RuntimeError with the emulator's message."""
+    out = torch.full((1024,), float("nan"))
+    err = ctypes.create_string_buffer(4096)
+    with _lock:
+        code = library().mdn_emu_selftest(name.encode(), out.data_ptr(), err, len(err))
+    if code != 0:
+        raise RuntimeError(err.value.decode(errors="replace"))
+    return out
 
 
 @contextlib.contextmanager
