@@ -44,6 +44,10 @@ except Exception as e:  # triton missing or torch < 2.6: the backend reports why
     _IMPORT_ERROR = f"{type(e).__name__}: {e}"
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# The interpreter multiplies bf16 dot operands as their uint16 bit patterns (Triton 3.6 to 3.9; the fix was
+# declined upstream). So under it bf16 entity_attention is refused unless
+# ``kernels.triton.INTERPRETER_BF16_DOT_OK`` says the dot was made right (the test harness does that).
+BF16_DOT_ISSUE = "https://github.com/triton-lang/triton/issues/11584"
 _gpu_driver_reason_cache: list = []
 
 
@@ -80,8 +84,9 @@ def unsupported_reason(op: str, device, dtype, sizes: dict) -> str | None:
     if _kt.interpreting():
         if device.type not in ("cpu", "cuda"):
             return f"the Triton interpreter runs CPU or CUDA tensors, got device {device}"
-        if op == "entity_attention" and dtype == torch.bfloat16:
-            return "the Triton interpreter's bf16 tl.dot is wrong upstream: bf16 runs on a GPU only"
+        if op == "entity_attention" and dtype == torch.bfloat16 and not _kt.INTERPRETER_BF16_DOT_OK:
+            return (f"the Triton interpreter's bf16 tl.dot is wrong upstream ({BF16_DOT_ISSUE}): bf16 runs on a "
+                    "GPU only; the test harness fixes it (tests/_triton_interp_bf16.py)")
         return None
     if device.type == "cpu":
         return ("CPU tensors run on the Triton backend only through the interpreter (TRITON_INTERPRET=1 set "
