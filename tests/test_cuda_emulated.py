@@ -19,6 +19,7 @@ import torch
 
 from . import _cuda_emu as emu
 from ._helpers import check_entity_attention, check_routed_merge, holey_mask, packed_qkv, routed_merge_inputs
+from .test_group_independence import PLANTS, _check_planted
 
 pytestmark = pytest.mark.cuda_emulated
 
@@ -104,6 +105,17 @@ def test_routed_merge_matches_reference(case, dtype, schedule, as_cpp):
     with emu.schedule(schedule, seed=_seed(case, dtype), poison_byte=POISON[schedule]):
         check_routed_merge("cpp", B, T, K, D, dtype, "cpu", layout=layout, grad_of=grad_of,
                            w_dtype=torch.float64 if dtype == torch.float64 else torch.float32, seed=_seed(case))
+
+
+@pytest.mark.parametrize("tensor,value,masked", PLANTS, ids=[f"{t}-{v}-{'masked' if m else 'present'}" for t, v, m in PLANTS])
+@pytest.mark.parametrize("axes", [("spatial", "temporal"), ("temporal", "spatial")], ids=["st", "ts"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_non_finite_values_stay_in_their_group(dtype, axes, tensor, value, masked, as_cpp):
+    """tests/test_group_independence.py's check on the emulated CUDA kernels: NaN / inf planted in one token
+    changes nothing outside its groups, and nothing at all as a masked key (bit for bit)."""
+    schedule = SCHEDULES[_seed(dtype, axes, tensor, value, masked) % len(SCHEDULES)]
+    with emu.schedule(schedule, seed=7, poison_byte=POISON[schedule]):
+        _check_planted("cpp", "cpu", dtype, axes, tensor, value, masked, 8, 0)
 
 
 # ----------------------------------------------------------------------------- last-place comparisons

@@ -40,15 +40,12 @@ template <typename A> struct OnlineSoftmax {
 template <typename A> MDN_HD OnlineSoftmax<A> online_softmax_init() { return {neg_inf<A>(), A(0)}; }
 
 // Add one score s. Returns the factor by which an accumulator of exp-weighted values built so far
-// must be rescaled, and writes p = exp(s - m_new), the weight of the new value.
-// A score of -inf (masked key) leaves the state unchanged and gets p = 0.
+// must be rescaled, and writes p = exp(s - m_new), the weight of the new value. Masked keys never come
+// here (the callers skip them): a score of -inf is a present key's (an infinite q or k) and weighs 0
+// beside any finite score; when every score is -inf the state becomes NaN, as softmax itself gives.
 template <typename A> MDN_HD A online_softmax_step(OnlineSoftmax<A>& st, A s, A& p) {
-  if (s == neg_inf<A>()) {
-    p = A(0);
-    return A(1);
-  }
   const A m_new = s > st.m ? s : st.m;
-  const A rescale = exp_acc(st.m - m_new);  // exp(-inf) = 0 on the first present score
+  const A rescale = exp_acc(st.m - m_new);  // exp(-inf) = 0 on the first finite score
   p = exp_acc(s - m_new);
   st.l = st.l * rescale + p;
   st.m = m_new;
@@ -70,9 +67,10 @@ template <typename A> MDN_HD OnlineSoftmax<A> online_softmax_merge(OnlineSoftmax
   return {m, a.l * ra + b.l * rb};
 }
 
-// log(sum exp(s)) of the scores seen; -inf when none was present.
+// log(sum exp(s)) of the scores seen; -inf when none was seen (no present key), NaN when the scores made
+// the state NaN (a NaN or +inf score, or all -inf): the backward then gives NaN, as the forward did.
 template <typename A> MDN_HD A online_softmax_lse(const OnlineSoftmax<A>& st) {
-  return st.l > A(0) ? st.m + log_acc(st.l) : neg_inf<A>();
+  return st.l > A(0) ? st.m + log_acc(st.l) : (st.l == A(0) ? neg_inf<A>() : st.l);
 }
 
 // Softmax probability of score s given the row's log-sum-exp (0 for a masked key or an empty row).

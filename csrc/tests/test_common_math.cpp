@@ -81,6 +81,10 @@ static void test_softmax() {
   CHECK(close(online_softmax_lse(st), std::log(z), 1e-14));
   CHECK(prob_from_lse(-HUGE_VAL, 1.0) == 0.0);
   CHECK(close(prob_from_lse(s[2], std::log(z)), std::exp(s[2]) / z, 1e-14));
+  // Every score -inf (an infinite q or k, not a masked key): NaN, as softmax gives.
+  OnlineSoftmax<double> all_inf = online_softmax_init<double>();
+  online_softmax_step(all_inf, -HUGE_VAL, p);
+  CHECK(std::isnan(online_softmax_lse(all_inf)));
   // Empty stream: lse -inf, and merge of two partial states equals one pass.
   CHECK(online_softmax_lse(online_softmax_init<double>()) == -INFINITY);
   OnlineSoftmax<double> a = online_softmax_init<double>(), b = online_softmax_init<double>();
