@@ -14,7 +14,7 @@
 // thread, and the launch reports cudaErrorLaunchFailure.
 //
 // Not modelled: the memory model (threads interleave only at sync points, so a race between two
-// threads that never meet at one is not seen), device intrinsics' own rounding (__expf etc.: none used),
+// threads that never meet at one is not seen), device intrinsics (__expf / __logf run as the host's expf / logf),
 // FMA contraction (the host compiler's choice applies), occupancy and speed.
 #pragma once
 
