@@ -16,6 +16,16 @@ MAX_T = 64   # frames per clip (temporal groups)
 MAX_DH = 128  # head dimension
 MAX_PATHS = 64  # paths per entity_attention call: their axes travel to the kernels as a 64-bit mask
 
+#: Bounds of the ops' float arguments (``mdn_fast.ops._checks`` refuses values outside them, naming the
+#: argument, its value and the bound). ``entity_attention``'s ``scale`` multiplies the scores q·k: beyond
+#: ``MAX_SCALE`` unit-sized inputs already reach the float32 range in some backends and not others (NaN from
+#: inf - inf in the softmax, in different elements per backend); with ``scale <= MAX_SCALE``, float16 inputs
+#: cannot overflow the float32 scores at all (|q·k| <= 65504² · Dh). ``routed_merge``'s ``tau`` divides the
+#: router logits: ``1 / tau`` beyond ``1 / MIN_TAU`` plays the same role (tau = 1e-45 is 0 in float32 and
+#: its inverse inf). Both must be finite and > 0. The defaults (``Dh ** -0.5``, ``tau = 1``) lie well inside.
+MAX_SCALE = 1e4
+MIN_TAU = 1e-4
+
 #: Floating dtypes the ops accept. float64 runs on the reference (and wherever a backend says so).
 OP_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..ops import entity_attention, routed_merge
 from ..ops._backends import check_backend_name
+from ..ops._checks import check_tau
 from .entity_layer import EntityLayer, normalize_only
 
 
@@ -46,9 +47,8 @@ class DualPathBlock(nn.Module):
     def __init__(self, dim: int, heads: int, tau: float = 1.0, backend: str = "auto", num_entities: int = 6):
         super().__init__()
         check_backend_name(backend)
-        if not tau > 0:
-            raise ValueError(f"tau: expected a positive temperature, got {tau!r}")
-        self.dim, self.heads, self.tau, self.backend, self.num_entities = dim, heads, float(tau), backend, num_entities
+        tau = check_tau(tau)  # the op's own rule, checked when the block is built
+        self.dim, self.heads, self.tau, self.backend, self.num_entities = dim, heads, tau, backend, num_entities
         self.spatial_st = EntityLayer(dim, heads, "spatial", backend)
         self.temporal_st = EntityLayer(dim, heads, "temporal", backend)
         self.temporal_ts = EntityLayer(dim, heads, "temporal", backend)

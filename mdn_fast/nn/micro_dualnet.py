@@ -26,6 +26,7 @@ from ..data.boxes import check_keypoints
 from ..data.validate import check_frame_values, check_keypoint_values
 from ..data.layouts import ENTITIES, get_layout, layout_names
 from ..ops._backends import check_backend_name
+from ..ops._checks import check_tau
 from .dual_path_block import DualPathBlock
 from .mac_loss import MACLoss
 from .spatial_entity import BACKBONES, MODALITIES, SpatialEntityModule
@@ -99,8 +100,7 @@ class MicroDualNet(nn.Module):
         if dim % heads:
             raise ValueError(f"dim: expected a multiple of heads={heads}, got dim={dim}; "
                              f"e.g. dim={heads * max(1, round(dim / heads))}")
-        if not (isinstance(tau, (int, float)) and tau > 0 and math.isfinite(tau)):
-            raise ValueError(f"tau: expected a positive finite temperature, got {tau!r}")
+        tau = check_tau(tau)  # routed_merge's rule (finite, >= mdn_fast._limits.MIN_TAU)
         if not (isinstance(lambda_mac, (int, float)) and lambda_mac >= 0 and math.isfinite(lambda_mac)):
             raise ValueError(f"lambda_mac: expected a finite weight >= 0, got {lambda_mac!r}")
         self.layout = get_layout(layout)

@@ -106,14 +106,50 @@ def auto_order(device_type: str, op: str, dtype, table: dict | None = None) -> t
     return measured + rest + ("reference",), entry
 
 
-def resolve(op: str, backend: str, x: torch.Tensor, sizes: dict):
+_DIFF_TRANSFORMS = ("Grad", "Jvp")  # torch.func transform types that differentiate (grad, vjp, jacrev, jvp, ...)
+
+
+def autodiff_reason(inputs=()) -> str | None:
+    """Why no fused backend can run in the current autodiff context (None when they can). The fused ops'
+    autograd is a backward formula registered with ``torch.library.register_autograd``: it serves
+    reverse-mode autograd (any order: see ``ops._autograd``), but not
+    - torch.func's differentiating transforms (``grad``, ``vjp``, ``jacrev``, ``jacfwd``, ``jvp``,
+      ``hessian``), which need an ``autograd.Function`` with ``setup_context`` and fail with torch's
+      generic message; ``vmap`` alone is fine (torch runs the op per sample);
+    - forward-mode AD (``torch.autograd.forward_ad``) on ``inputs``, where the tangent would be dropped
+      without a word.
+    ``resolve`` consults it: a named fused backend raises with this reason, ``"auto"`` runs the reference."""
+    try:
+        if torch._C._are_functorch_transforms_active():
+            stack = torch._C._functorch.get_interpreter_stack() or ()
+            if any(i.key().name in _DIFF_TRANSFORMS for i in stack):
+                return ("a differentiating torch.func transform (grad, vjp, jacrev, jacfwd, jvp, hessian) is "
+                        "active, and the fused ops' autograd (torch.library.register_autograd) cannot run under "
+                        "it")
+    except AttributeError:  # torch moved its functorch internals: tests/test_silent_ops.py fails loudly
+        pass
+    from torch.autograd import forward_ad
+    if forward_ad._current_level >= 0 and any(
+            isinstance(t, torch.Tensor) and forward_ad.unpack_dual(t).tangent is not None for t in inputs):
+        return ("an input carries a forward-mode AD tangent (torch.autograd.forward_ad), and the fused ops "
+                "have no forward-mode formula (the tangent would be lost)")
+    return None
+
+
+def resolve(op: str, backend: str, x: torch.Tensor, sizes: dict, inputs=()):
     """The backend module to run ``op`` on these inputs. A named backend that cannot run them raises
     with its reason; ``"auto"`` takes the first of ``auto_order`` that can (the measured order of
     ``_auto_table`` where it has an entry, else ``_AUTO_ORDER``: on CUDA an assumption until a GPU result
-    generates the table). ``MDN_FAST_BACKEND`` forces "auto" to one backend (the reference still backs it)."""
+    generates the table). ``MDN_FAST_BACKEND`` forces "auto" to one backend (the reference still backs it).
+    Besides the inputs' device, dtype and sizes (``unsupported_reason``), the autodiff context counts
+    (``autodiff_reason``: torch.func's differentiating transforms, forward-mode AD on ``inputs``, the op's
+    tensors): only the reference runs there."""
     check_backend_name(backend)
+    context = autodiff_reason(inputs)
     if backend != "auto":
         why = unsupported_reason(backend, op, x.device, x.dtype, sizes)
+        if not why and backend != "reference":
+            why = context
         if why:
             raise NotImplementedError(f"backend={backend!r} cannot run {op} here: {why}. "
                                       f"Use backend='auto' or 'reference'.")
@@ -121,7 +157,7 @@ def resolve(op: str, backend: str, x: torch.Tensor, sizes: dict):
     forced = os.environ.get("MDN_FAST_BACKEND")  # test/benchmark hook: force "auto" to one backend
     order = (forced, "reference") if forced in BACKENDS else auto_order(x.device.type, op, x.dtype)[0]
     for name in order:
-        if supports(name, op, x.device, x.dtype, sizes):
+        if (name == "reference" or not context) and supports(name, op, x.device, x.dtype, sizes):
             return _module(name)
     raise AssertionError("unreachable: the reference backend accepts every valid input")
 

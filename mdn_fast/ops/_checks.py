@@ -2,11 +2,13 @@
 and what was given, so the message alone says how to fix the call."""
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Sequence
 
 import torch
 
-from .._limits import AXES, OP_DTYPES
+from .._limits import AXES, MAX_SCALE, MIN_TAU, OP_DTYPES
 
 
 def _fail(msg: str, exc=ValueError):
@@ -31,6 +33,48 @@ def _check_same(name: str, x: torch.Tensor, ref_name: str, ref: torch.Tensor, wh
             shown_ref = tuple(b) if attr == "shape" else b
             _fail(f"{name}: expected the same {attr} as {ref_name} ({shown_ref}), got {shown}",
                   TypeError if attr in ("dtype", "device") else ValueError)
+
+
+def _real(name: str, x, expected: str) -> float:
+    """``x`` as a float: any real number (``int``, ``float``, NumPy's integer and floating scalars: whatever
+    registers as ``numbers.Real``). A bool is refused (``True`` would silently mean 1.0), and so is a tensor
+    (even 0-d: reading its value is a host sync, and a graph break under ``torch.compile``)."""
+    if isinstance(x, bool) or type(x).__name__ == "bool_":  # Python's bool is an int; NumPy's bool_ is not Real
+        _fail(f"{name}: expected {expected}, got the bool {x!r} (a bool is not a number here)", TypeError)
+    if isinstance(x, torch.Tensor):
+        _fail(f"{name}: expected {expected}, got a torch.Tensor of shape {tuple(x.shape)}; pass a Python "
+              f"number (e.g. float({name}) or {name}.item(), once, outside the step)", TypeError)
+    if not isinstance(x, (int, float)) and not isinstance(x, numbers.Real):
+        _fail(f"{name}: expected {expected}, got {type(x).__name__} {x!r}", TypeError)
+    try:
+        return float(x)
+    except OverflowError:  # an int beyond the float range
+        return math.inf
+
+
+def check_scale(scale, Dh: int) -> float:
+    """``entity_attention``'s softmax scale as a float: None gives ``Dh ** -0.5``; otherwise a real number,
+    finite, > 0 and <= ``MAX_SCALE`` (beyond it the float32 scores overflow on plain inputs: see
+    ``mdn_fast._limits``)."""
+    if scale is None:
+        return Dh ** -0.5
+    expected = (f"a positive float, finite and <= {MAX_SCALE:g} (mdn_fast._limits.MAX_SCALE), "
+                f"or None (default Dh ** -0.5)")
+    value = _real("scale", scale, expected)
+    if not (math.isfinite(value) and 0 < value <= MAX_SCALE):
+        _fail(f"scale: expected {expected}, got {scale!r}")
+    return value
+
+
+def check_tau(tau, name: str = "tau") -> float:
+    """``routed_merge``'s softmax temperature as a float: a real number, finite and >= ``MIN_TAU`` (below
+    it ``1 / tau`` overflows the float32 logits: see ``mdn_fast._limits``). The model's constructors
+    check their ``tau`` with it too, so a bad value fails when the model is built."""
+    expected = f"a positive float (softmax temperature), finite and >= {MIN_TAU:g} (mdn_fast._limits.MIN_TAU)"
+    value = _real(name, tau, expected)
+    if not (math.isfinite(value) and value >= MIN_TAU):
+        _fail(f"{name}: expected {expected}, got {tau!r}")
+    return value
 
 
 def _check_mask(mask, B: int, T: int, K: int, device: torch.device):
@@ -65,11 +109,7 @@ def check_entity_attention(q, k, v, axes, mask, scale) -> tuple[tuple[str, ...],
     if min(q.shape) == 0:
         _fail(f"q: every dim of {layout} must be non-zero, got shape {tuple(q.shape)}")
     _check_mask(mask, B, T, K, q.device)
-    if scale is None:
-        scale = Dh ** -0.5
-    elif not isinstance(scale, (int, float)) or not scale > 0:
-        _fail(f"scale: expected a positive float or None (default Dh ** -0.5), got {scale!r}")
-    return axes, float(scale)
+    return axes, check_scale(scale, Dh)
 
 
 def check_routed_merge(x_st, x_ts, weight, bias, tau, mask) -> float:
@@ -90,7 +130,6 @@ def check_routed_merge(x_st, x_ts, weight, bias, tau, mask) -> float:
     for name, t in (("weight", weight), ("bias", bias)):
         if t.device != x_st.device:
             _fail(f"{name}: expected device {x_st.device} (that of x_st), got {t.device}", TypeError)
-    if not isinstance(tau, (int, float)) or not tau > 0:
-        _fail(f"tau: expected a positive float (softmax temperature), got {tau!r}")
+    tau = check_tau(tau)
     _check_mask(mask, B, T, K, x_st.device)
-    return float(tau)
+    return tau

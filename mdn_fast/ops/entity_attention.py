@@ -28,5 +28,6 @@ def entity_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, axes: Se
     """
     axes, scale = check_entity_attention(q, k, v, axes, mask, scale)
     P, B, T, K, H, Dh = q.shape
-    impl = _backends.resolve("entity_attention", backend, q, {"P": P, "B": B, "T": T, "K": K, "H": H, "Dh": Dh})
+    impl = _backends.resolve("entity_attention", backend, q, {"P": P, "B": B, "T": T, "K": K, "H": H, "Dh": Dh},
+                             inputs=(q, k, v))
     return impl.entity_attention(q, k, v, axes, mask, scale)

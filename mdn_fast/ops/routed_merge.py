@@ -24,5 +24,6 @@ def routed_merge(x_st: torch.Tensor, x_ts: torch.Tensor, weight: torch.Tensor, b
     """
     tau = check_routed_merge(x_st, x_ts, weight, bias, tau, mask)
     B, T, K, D = x_st.shape
-    impl = _backends.resolve("routed_merge", backend, x_st, {"B": B, "T": T, "K": K, "D": D})
+    impl = _backends.resolve("routed_merge", backend, x_st, {"B": B, "T": T, "K": K, "D": D},
+                             inputs=(x_st, x_ts, weight, bias))
     return impl.routed_merge(x_st, x_ts, weight, bias, tau, mask)
