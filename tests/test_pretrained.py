@@ -194,7 +194,7 @@ def _edit_config(folder, **changes):
     (dict(format_version="1"), r"config\.json: 'format_version' is '1', expected an integer >= 1"),
     (dict(dim=30), r"config\.json: does not describe a valid MicroDualNet: dim: expected a multiple of heads=4"),
     (dict(dim=64, heads=8), r"model\.safetensors: state_dict does not fit the model: shape/dtype mismatches"),
-])
+], ids=["newer_version", "unknown_key", "missing_key", "other_format", "bad_version", "invalid_value", "weights_misfit"])
 def test_bad_config_refused_naming_file_and_fix(tmp_path, changes, pattern):
     _model("pose").save_pretrained(tmp_path / "m")
     path = _edit_config(tmp_path / "m", **changes)
