@@ -13,6 +13,8 @@
 - ``mdn-fast prepare-videos SRC DST [--short-side 256]``: re-encode a folder of videos once at a small
   short side (``mdn_fast.data.prepare_videos``); train/eval/check-data read them with
   ``--prepared-videos DST``. Exit status 1 (listing the files) when some could not be converted.
+- ``mdn-fast export CHECKPOINT DIR [--overwrite]``: the checkpoint's model as a shareable folder
+  (``config.json`` + ``model.safetensors``, no pickle) that ``MicroDualNet.from_pretrained(DIR)`` reads.
 With no options ``mdn-fast train`` trains on the synthetic set (no downloads; CPU-friendly defaults).
 
 The ``train`` options are built from ``TrainConfig``'s fields (type, help, choices from the field
@@ -147,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"default {DEFAULT_PIX_FMT}; yuv444p keeps full chroma, decodes ~40%% slower")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.commands = {"train": t, "eval": e, "report": r, "check-data": c, "prepare-videos": v}
+    p.commands["export"] = _add_export(sub, debug)
     return p
 
 
@@ -172,6 +175,8 @@ def _run(args) -> int:
                           **_data_options(args))
     elif args.command == "prepare-videos":
         return _prepare_videos(args)
+    elif args.command == "export":
+        return _export(args)
     else:
         return _check_data(args)
     return 0
@@ -191,6 +196,31 @@ def _prepare_videos(args) -> int:
               f"fix or remove them and run the same command again (it resumes)")
         return 1
     print(f"train with: --prepared-videos {args.dst}")
+    return 0
+
+
+def _add_export(sub, debug) -> argparse.ArgumentParser:
+    x = sub.add_parser("export", parents=[debug], help="write a checkpoint's model as a shareable folder: "
+                       "config.json + model.safetensors (MicroDualNet.from_pretrained(DIR) reads it)",
+                       description="Reads a checkpoint of mdn-fast train (weights_only) and writes DIR/config.json "
+                       "(the architecture), DIR/model.safetensors (the weights; no pickle) and DIR/README.md (a "
+                       "model card: dataset, epoch, metrics, class names). Upload DIR to a Hugging Face hub repo "
+                       "to share it; MicroDualNet.from_pretrained takes the folder or the repo id.")
+    x.add_argument("checkpoint", help="OUT/checkpoint.pt, OUT/best.pt or OUT/last.pt")
+    x.add_argument("dir", help="output folder (created; refused when it exists and is not empty)")
+    x.add_argument("--overwrite", action="store_true", help="write into a non-empty DIR, replacing its config.json, "
+                   "model.safetensors and README.md (other files are kept)")
+    return x
+
+
+def _export(args) -> int:
+    """``mdn-fast export``: the folder written, and how to load it, on stdout."""
+    from .pretrained import export_checkpoint
+    out, model = export_checkpoint(args.checkpoint, args.dir, overwrite=args.overwrite)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"mdn-fast export: wrote {out} (config.json, model.safetensors, README.md): modality={model.modality} "
+          f"dim={model.dim} classes={model.config['num_classes']}, {n:,} parameters")
+    print(f"load with: mdn_fast.MicroDualNet.from_pretrained({out!r})")
     return 0
 
 

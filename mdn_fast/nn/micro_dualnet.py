@@ -123,6 +123,30 @@ class MicroDualNet(nn.Module):
         self.mac = MACLoss()
         self.validate_values = bool(validate_values)
 
+    # -- sharing ----------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory) -> str:
+        """Write ``save_directory/config.json`` (the architecture, the backend, ``"format":
+        "mdn_fast.MicroDualNet"``, ``"format_version"``, the mdn_fast version; not ``backbone_weights``)
+        and ``model.safetensors`` (every parameter and buffer, in its dtype): no pickle. Also a
+        ``README.md`` model card when the folder has none. ``from_pretrained`` reads it back; details in
+        ``mdn_fast.pretrained``."""
+        from ..pretrained import save_pretrained
+        return save_pretrained(self, save_directory)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, *, device=None, revision=None, cache_dir=None, local_files_only=False,
+                        token=None, **overrides) -> "MicroDualNet":
+        """The model saved by ``save_pretrained`` in a local folder, or in a Hugging Face hub repo
+        (``"owner/name"``, fetched with ``huggingface_hub.snapshot_download``: needs ``pip install
+        huggingface_hub``; ``revision``, ``cache_dir``, ``local_files_only``, ``token`` go to it). The same
+        weights, buffers and dtypes bit for bit, loaded without pickle. ``overrides`` may set the runtime
+        options ``backend``, ``validate_values`` and ``lambda_mac``; architecture keys are refused.
+        ``device``: move the model there (default: CPU). Returned in eval mode. A config of a newer
+        format, with unknown or missing keys, is refused naming the file and the fix (upgrade mdn_fast)."""
+        from ..pretrained import from_pretrained
+        return from_pretrained(cls, name_or_path, device=device, revision=revision, cache_dir=cache_dir,
+                               local_files_only=local_files_only, token=token, **overrides)
+
     # -- validation -------------------------------------------------------------------------------
     def check_inputs(self, frames, keypoints, entity_mask):
         """Validate the forward arguments' types, shapes, dtypes and devices (static facts: no host sync);
