@@ -31,7 +31,7 @@ from mdn_fast.data.check import ERROR, check_dataset
 from mdn_fast.data.imigue import IMiGUEDataset, IMiGUEFormatError, read_labels
 from mdn_fast.data.ma52 import AnnotationError, MA52Dataset, read_label_names, read_list
 
-from tests._ma52_release import CLIPS, N_FRAMES, annotation, make_release, person, write_list, write_pose_pickle
+from tests._ma52_release import CLIPS, N_FRAMES, annotation, make_release, person, write_pose_pickle
 
 TRAIN = CLIPS["train"]      # 0003_01_0001.mp4 3, 0003_01_0002.mp4 40, 0004_02_0001.mp4 12
 TINY = ["--epochs", "1", "--dim", "16", "--heads", "2", "--no-progress", "--batch-size", "2"]
