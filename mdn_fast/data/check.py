@@ -225,7 +225,12 @@ def _check_ma52(root, splits, modality, lists, videos, pose, layout, check_video
             continue
         sr.files["list"] = str(lst)
         entries = []
-        for line, clip, label, problem in _ma52.parse_list(lst):
+        try:   # the dataset's rules (MA52Dataset reads the list with hidden_ok=hide_labels, default split == "test")
+            parsed = _ma52.parse_list(lst, hidden_ok=split == "test")
+        except _ma52.AnnotationError as e:
+            rep.add(ERROR, split, lst, None, None, str(e), "refuse_split")
+            continue
+        for line, clip, label, problem in parsed:
             if problem is not None:
                 rep.add(ERROR, split, lst, line, clip, problem, "refuse_split")
                 sr.bad += 1
@@ -247,7 +252,7 @@ def _check_ma52(root, splits, modality, lists, videos, pose, layout, check_video
         bad_clips: set[str] = set()
 
         # ---- pose
-        src = None
+        src = p = None
         try:
             p = _ma52.find_pose_source(root, split, pose)
             if p is None:
@@ -258,7 +263,7 @@ def _check_ma52(root, splits, modality, lists, videos, pose, layout, check_video
                 sr.files["pose"] = str(p)
                 src = _ma52.open_pose_source(p, lay)
         except _ma52.AnnotationError as e:
-            rep.add(ERROR, split, pose or root, None, None, str(e), "refuse_split")
+            rep.add(ERROR, split, p or pose or root, None, None, str(e), "refuse_split")
         pose_shapes = {}
         if src is not None:
             usable = []
@@ -394,7 +399,7 @@ def _check_imigue(root, splits, progress) -> Report:
         try:
             lpath = _im._split_file(root, split, "_label.pkl")
             sr.files["labels"] = str(lpath)
-            names, labels = _im.read_labels(lpath)
+            names, labels = _im.read_labels(lpath, hidden_ok=split == "test")   # as IMiGUEDataset reads it
             sr.labels = Counter(labels)
             if len(labels) != data.shape[0]:
                 rep.add(ERROR, split, lpath, None, None, f"{len(labels)} labels but {dpath} holds {data.shape[0]} "

@@ -35,8 +35,25 @@ class IMiGUEFormatError(ValueError):
     """Malformed iMiGUE release file; the message names the file, what was expected and found."""
 
 
-def read_labels(path, num_classes: int = NUM_CLASSES) -> tuple[list[str], list[int]]:
-    """``{split}_label.pkl`` -> ``(sample_names, labels)``."""
+def _integer_label(v) -> int | None:
+    """``v`` as an int when it is an integer (int, numpy integer, or a float with an integral value such as
+    ``3.0``); None for anything else: ``1.7``, ``True``, ``"3"``, None, NaN."""
+    if isinstance(v, (bool, np.bool_)):
+        return None
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
+        return int(v)
+    return None
+
+
+def read_labels(path, num_classes: int = NUM_CLASSES, *, hidden_ok: bool = False) -> tuple[list[str], list[int]]:
+    """``{split}_label.pkl`` -> ``(sample_names, labels)``.
+
+    Labels must be integers in ``0..num_classes-1`` (the release's ``gestureID - 1``); ``hidden_ok`` (a
+    split whose labels are hidden, the test split) also accepts -1. A label that is not an integer
+    (``1.7``, ``True``, ``"3"``) is refused, never rounded; so is -1 elsewhere (no class: training
+    would fail on it at the first batch). Errors name the file and the first bad sample."""
     path = Path(path)
     if not path.is_file():
         raise IMiGUEFormatError(f"{path}: label file does not exist")
@@ -55,19 +72,28 @@ def read_labels(path, num_classes: int = NUM_CLASSES) -> tuple[list[str], list[i
         found = (f"a {type(obj).__name__} of length {len(obj)}" if isinstance(obj, (tuple, list))
                  else f"a dict with keys {sorted(obj)[:6]}" if isinstance(obj, dict) else type(obj).__name__)
         raise IMiGUEFormatError(f"{path}: expected a pickled (sample_names, labels) pair, found {found}")
+    for what, seq in (("sample names", names), ("labels", labels)):
+        if not isinstance(seq, (list, tuple, np.ndarray)) or np.ndim(seq) != 1:
+            raise IMiGUEFormatError(f"{path}: expected {what} as a list, found {type(seq).__name__}"
+                                    + (f" of shape {np.shape(seq)}" if isinstance(seq, np.ndarray) else ""))
     names = [str(n) for n in names]
-    try:
-        labels = [int(l) for l in labels]
-    except (TypeError, ValueError):
-        raise IMiGUEFormatError(f"{path}: labels must be integers") from None
     if len(names) != len(labels):
         raise IMiGUEFormatError(f"{path}: {len(names)} sample names but {len(labels)} labels")
-    bad = [(k, l) for k, l in enumerate(labels) if not (0 <= l < num_classes or l == -1)]
+    ints = [_integer_label(l) for l in labels]
+    bad = [k for k, l in enumerate(ints) if l is None]
     if bad:
-        k, l = bad[0]
-        raise IMiGUEFormatError(f"{path}: sample {k} ({names[k]!r}) has label {l}, expected 0..{num_classes - 1}"
-                                f" ({len(bad)} bad labels in all)")
-    return names, labels
+        k = bad[0]
+        raise IMiGUEFormatError(f"{path}: labels must be integers: sample {k} ({names[k]!r}) has label "
+                                f"{labels[k]!r} ({type(labels[k]).__name__}), expected a class id 0..{num_classes - 1} "
+                                f"({len(bad)} non-integer labels in all); the release stores integer labels "
+                                f"(gestureID - 1)")
+    bad = [k for k, l in enumerate(ints) if not (0 <= l < num_classes or (l == -1 and hidden_ok))]
+    if bad:
+        k = bad[0]
+        hint = (" (-1 means hidden, which only the test split may be)" if ints[k] == -1 else "")
+        raise IMiGUEFormatError(f"{path}: sample {k} ({names[k]!r}) has label {ints[k]}, expected "
+                                f"0..{num_classes - 1}{hint} ({len(bad)} bad labels in all)")
+    return names, ints
 
 
 def read_data(path, mmap: bool = True) -> np.ndarray:
@@ -137,7 +163,7 @@ class IMiGUEDataset(torch.utils.data.Dataset):
         except FileNotFoundError:
             self.label_path = None
         if self.label_path is not None:
-            self.names, self.labels = read_labels(self.label_path)
+            self.names, self.labels = read_labels(self.label_path, hidden_ok=split == "test")
             if len(self.labels) != self.data.shape[0]:
                 raise IMiGUEFormatError(f"{self.label_path}: {len(self.labels)} labels but {self.data_path} holds "
                                         f"{self.data.shape[0]} clips")

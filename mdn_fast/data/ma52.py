@@ -43,10 +43,15 @@ as with the original videos) and applied to the smaller frames with ``CropPlan.f
 
 Bad clips (a listed clip without pose entry, a malformed entry, a missing video file) are found when the
 dataset is built: by default it refuses them with the file, line and reason (``mdn_fast.data.check``
-scans a whole release, videos included); ``skip_bad_clips=True`` logs them and leaves them out.
+scans a whole release, videos included); ``skip_bad_clips=True`` logs them and leaves them out. The rules
+are the ones ``check-data`` applies (``parse_list``: labels ``0..51``, -1 only in the hidden test split;
+``pose_entry_problem``: shapes, numeric arrays, ``img_shape``, ``total_frames``). A video that turns out
+undecodable when a clip is read raises ``ClipReadError`` (a ``ValueError``: one line naming the list
+line, the clip and the file, also when raised in a DataLoader worker).
 """
 from __future__ import annotations
 
+import codecs
 import logging
 from pathlib import Path
 
@@ -58,8 +63,8 @@ from .layouts import get_layout
 from .layouts_extra import HAND_BLOCKS, hand_groups_swapped, swap_hand_groups
 from . import openpose_json, safe_pickle
 from .prepare_videos import resolve_prepared
-from .video import (apply_to_frames, apply_to_keypoints, decode_sampled, frame_map, make_crop_plan,
-                    tsn_sample_indices, video_frame_size)
+from .video import (ClipReadError, VideoReadError, apply_to_frames, apply_to_keypoints, decode_sampled, frame_map,
+                    make_crop_plan, tsn_sample_indices, video_frame_size)
 
 NUM_CLASSES = 52
 NUM_BODY_CLASSES = 7
@@ -89,26 +94,45 @@ def body_of_action(label: int) -> int:
 
 
 def _lines(path: Path):
-    """(line number, text) for each line, CRLF/LF/CR endings, final newline optional, BOM dropped."""
+    """``(line number, text, problem)`` for each line: CRLF/LF/CR endings, final newline optional, UTF-8
+    BOM dropped. Each line is decoded on its own: one that is not UTF-8 gives its text with the bad
+    bytes replaced and ``problem`` saying where (None for a good line), so a reader names the line and
+    the lines after it are still read."""
     if not path.is_file():
         raise AnnotationError(f"{path}: annotation file does not exist")
-    text = path.read_bytes().decode("utf-8-sig")
-    for n, line in enumerate(text.splitlines(), start=1):
-        yield n, line
+    data = path.read_bytes()
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise AnnotationError(f"{path}: the file is UTF-16 text; save it as UTF-8 (or ASCII)")
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    for n, raw in enumerate(data.splitlines(), start=1):
+        try:
+            yield n, raw.decode("utf-8"), None
+        except UnicodeDecodeError as e:
+            yield n, raw.decode("utf-8", "replace"), (
+                f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); save the file as UTF-8")
 
 
-def parse_list(path, num_classes: int = NUM_CLASSES) -> list[tuple[int, str | None, int, str | None]]:
+def parse_list(path, num_classes: int = NUM_CLASSES, *, hidden_ok: bool = True
+               ) -> list[tuple[int, str | None, int, str | None]]:
     """Every non-blank line of a list file as ``(line number, name, label, problem)``; ``problem`` is
     None for a good line, else why the line is unusable (``name``/``label`` then best effort). Used by
-    ``read_list`` (which raises on the first problem) and by ``mdn_fast.data.check`` (which reports all)."""
+    ``read_list`` (which raises on the first problem) and by ``mdn_fast.data.check`` (which reports all),
+    so the dataset and ``check-data`` apply the same rules.
+
+    Labels: integers in ``0..num_classes-1``; ``hidden_ok`` (a split whose labels are hidden, the test
+    split) also accepts ``-1`` or no label (read as -1). Elsewhere -1 is no class: training would fail
+    on it at the first batch, so it is a bad line."""
     path = Path(path)
     out, seen = [], {}
-    for n, line in _lines(path):
+    for n, line, bad_text in _lines(path):
         fields = line.split()
         if not fields:
             continue
-        name, label, problem = fields[0], -1, None
-        if len(fields) > 2:
+        name, label, problem = fields[0], -1, bad_text
+        if problem is not None:
+            pass
+        elif len(fields) > 2:
             problem = (f"expected 'name.mp4 label' (2 fields), found {len(fields)} fields: {line.strip()!r}")
         elif len(fields) == 2:
             try:
@@ -116,8 +140,14 @@ def parse_list(path, num_classes: int = NUM_CLASSES) -> list[tuple[int, str | No
             except ValueError:
                 problem = f"expected an integer label, found {fields[1]!r}"
             else:
-                if not (0 <= label < num_classes or label == -1):
-                    problem = f"expected a label in 0..{num_classes - 1} (or -1 for hidden), found {label}"
+                if not (0 <= label < num_classes or (label == -1 and hidden_ok)):
+                    problem = (f"expected a label in 0..{num_classes - 1} (or -1 for hidden), found {label}"
+                               if hidden_ok or label != -1 else
+                               f"expected a label in 0..{num_classes - 1}, found -1 (-1 means hidden, which "
+                               f"only the test split may be); give the clip its class id or remove the line")
+        elif not hidden_ok:
+            problem = (f"expected 'name.mp4 label', found no label (only the hidden test split may omit "
+                       f"labels); add the clip's class id (0..{num_classes - 1})")
         if problem is None and name in seen:
             problem = f"clip {name!r} already listed on line {seen[name]}"
         seen.setdefault(name, n)
@@ -125,16 +155,18 @@ def parse_list(path, num_classes: int = NUM_CLASSES) -> list[tuple[int, str | No
     return out
 
 
-def read_list(path, num_classes: int = NUM_CLASSES, *, with_lines: bool = False) -> list[tuple]:
+def read_list(path, num_classes: int = NUM_CLASSES, *, with_lines: bool = False, hidden_ok: bool = True
+              ) -> list[tuple]:
     """``{split}_list_videos.txt`` -> ``[(name, label)]`` (``[(name, label, line)]`` with ``with_lines``);
     a missing label (hidden test) -> -1.
 
     Blank lines are skipped. Each other line must be ``name`` or ``name label`` with ``label`` an
-    integer in ``0..num_classes-1`` or ``-1``; anything else raises ``AnnotationError`` naming the line.
+    integer in ``0..num_classes-1`` or ``-1`` (``-1`` and ``name`` alone only with ``hidden_ok``); anything
+    else (a line that is not UTF-8 included) raises ``AnnotationError`` naming the line (``parse_list``).
     """
     path = Path(path)
     out = []
-    for n, name, label, problem in parse_list(path, num_classes):
+    for n, name, label, problem in parse_list(path, num_classes, hidden_ok=hidden_ok):
         if problem is not None:
             raise AnnotationError(f"{path}, line {n}: {problem}")
         out.append((name, label, n) if with_lines else (name, label))
@@ -147,7 +179,9 @@ def read_label_names(path) -> list[str]:
     """``label_name.txt`` (``id<TAB>name``) -> names indexed by id; ids must be 0..N-1, each once."""
     path = Path(path)
     names: dict[int, tuple[str, int]] = {}
-    for n, line in _lines(path):
+    for n, line, bad_text in _lines(path):
+        if bad_text is not None:
+            raise AnnotationError(f"{path}, line {n}: {bad_text}")
         if not line.strip():
             continue
         parts = line.split("\t", 1) if "\t" in line else line.split(None, 1)
@@ -184,9 +218,58 @@ def _prefix(name) -> str:
     return n.rsplit("/", 1)[0] if "/" in n else ""
 
 
+#: Bounds of the pose-pickle fields that size an allocation: ``total_frames`` of a clip without
+#: detections (T frames of missing joints are made from it) and ``img_shape`` (a video frame's side).
+MAX_POSE_FRAMES = 100_000
+MAX_IMAGE_SIDE = 65_536
+
+
+def _integer(v) -> int | None:
+    """``v`` as an int when it is an integer (int, numpy integer, or a float with an integral value);
+    None for anything else (bool, str, 1.7, NaN, a container...)."""
+    if isinstance(v, (bool, np.bool_)):
+        return None
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
+        return int(v)
+    return None
+
+
+def _what(v) -> str:
+    """A short description of a value for a message: its type, and dtype/shape for an array."""
+    if isinstance(v, np.ndarray):
+        return f"an array of dtype {v.dtype}, shape {tuple(v.shape)}"
+    return f"a {type(v).__name__}" + (f" {v!r}" if isinstance(v, (str, bytes, int, float)) and len(repr(v)) < 40 else "")
+
+
+def _numeric_array(a, key: str):
+    """``(array, None)`` for a numeric (int/float) field, else ``(None, why)``."""
+    v = a[key]
+    try:
+        arr = np.asarray(v)
+    except Exception as e:  # ragged lists and the like
+        return None, f"{key!r} is not an array ({type(e).__name__}: {e})"
+    if arr.dtype.kind in "fiu":
+        return arr, None
+    if isinstance(v, np.ndarray) and v.dtype.kind != "O":
+        found = f"an array of dtype {v.dtype}"
+    elif isinstance(v, (list, tuple, np.ndarray)):
+        kinds = sorted({type(x).__name__ for x in arr.reshape(-1)[:1000]})
+        found = f"{'an array' if isinstance(v, np.ndarray) else 'a list'} of {'/'.join(kinds) or 'no'} values"
+    else:
+        found = _what(v)
+    return None, f"{key!r} holds {found}, expected numbers"
+
+
 def pose_entry_problem(a, num_joints: int) -> str | None:
-    """Why one pose-pickle annotation cannot be used (None when it can): keys, shapes, C = 3 keypoints.
-    A clip without detections (``keypoint`` of shape ``(0, T, J, 2)``) is usable (all joints missing)."""
+    """Why one pose-pickle annotation cannot be used (None when it can). The rules, shared by the dataset
+    and ``check-data`` (both call this): ``keypoint`` a numeric array ``[M, T, J, 2]`` (C = 3 refused:
+    pyskl's 3-D keypoints) and ``keypoint_score`` a numeric array ``[M, T, J]``; ``img_shape`` (when
+    present) two positive integers ``(height, width)`` up to ``MAX_IMAGE_SIDE``; ``total_frames`` (when
+    present) a non-negative integer equal to T, and for a clip without frames (T = 0) the frame count in
+    ``1..MAX_POSE_FRAMES``. A clip without detections (``keypoint`` of shape ``(0, T, J, 2)``) is usable
+    (all joints missing)."""
     if not isinstance(a, dict):
         return f"expected a dict, found {type(a).__name__}"
     miss = [k for k in ("frame_dir", "keypoint") if k not in a]
@@ -209,18 +292,33 @@ def pose_entry_problem(a, num_joints: int) -> str | None:
                 f"confidence, store keypoint[..., :2] and keypoint_score = keypoint[..., 2]")
     if "keypoint_score" not in a:
         return "'keypoint' is [M, T, J, 2] but 'keypoint_score' is missing"
-    sc = np.asarray(a["keypoint_score"])
+    sc, why = _numeric_array(a, "keypoint_score")
+    if why is not None:
+        return f"{why} of shape {tuple(kp.shape[:3])} (= keypoint's [M, T, J]: one confidence per joint)"
     if sc.shape != kp.shape[:3]:
         return (f"'keypoint_score' has shape {tuple(sc.shape)}, expected {tuple(kp.shape[:3])} "
                 f"(= keypoint's [M, T, J])")
     if "img_shape" in a:
+        v = a["img_shape"]
         try:
-            ok = len(tuple(a["img_shape"])) == 2
+            hw = [_integer(x) for x in v] if not isinstance(v, (str, bytes, dict)) else None
         except TypeError:
-            ok = False
-        if not ok:
-            return f"'img_shape' must be (height, width), found {a['img_shape']!r}"
-    if kp.shape[1] == 0 and not int(a.get("total_frames", 0) or 0) > 0:
+            hw = None
+        if hw is None or len(hw) != 2 or any(x is None or not 0 < x <= MAX_IMAGE_SIDE for x in hw):
+            return (f"'img_shape' must be (height, width), two integers in 1..{MAX_IMAGE_SIDE} (the frame size "
+                    f"the keypoints are in), found {v!r}")
+    T = kp.shape[1]
+    if a.get("total_frames") is not None:
+        tf = _integer(a["total_frames"])
+        if tf is None or tf < 0:
+            return f"'total_frames' must be a non-negative integer (the clip's frame count), found {_what(a['total_frames'])}"
+        if T > 0 and tf != T:
+            return (f"'total_frames' is {tf} but 'keypoint' holds {T} frames (pyskl writes total_frames = "
+                    f"keypoint.shape[1]); fix total_frames or the arrays")
+        if T == 0 and not 0 < tf <= MAX_POSE_FRAMES:
+            return (f"'keypoint' has no frames (T = 0) and 'total_frames' is {tf}, expected a frame count in "
+                    f"1..{MAX_POSE_FRAMES:,}")
+    elif T == 0:
         return "'keypoint' has no frames (T = 0) and 'total_frames' gives none either"
     return None
 
@@ -496,7 +594,8 @@ class MA52Dataset(torch.utils.data.Dataset):
         self.hide_labels = (split == "test") if hide_labels is None else bool(hide_labels)
         self.short_side, self.crop_size = short_side, crop_size
         self.list_file = find_list_file(self.root, split, lists)
-        entries = read_list(self.list_file, with_lines=True)
+        # -1 / no label only where labels are hidden: anywhere else it is no class (IndexError in the loss)
+        entries = read_list(self.list_file, with_lines=True, hidden_ok=self.hide_labels)
         names_file = _first_existing_or_none([self.root / "label_name.txt", self.root / "annotations" / "label_name.txt"]
                                              + ([Path(lists) / "label_name.txt"] if lists is not None
                                                 and Path(lists).is_dir() else []))
@@ -584,7 +683,12 @@ class MA52Dataset(torch.utils.data.Dataset):
         kp_all = None
         if self.use_rgb:
             # one open of the file: frame count, TSN indices (drawn from rng first, as before), decoding
-            frames, idx, n = decode_sampled(self.video_path(name), self.num_segments, self.train, rng)
+            try:
+                frames, idx, n = decode_sampled(self.video_path(name), self.num_segments, self.train, rng)
+            except VideoReadError as e:   # one line naming the clip, also out of a DataLoader worker
+                raise ClipReadError(f"{self.list_file}, line {self.lines[i]}: clip {name!r}: {e}; leave it out "
+                                    f"with --skip-bad-clips (skip_bad_clips=True: `mdn-fast check-data` finds "
+                                    f"such clips) or replace the file") from None
             # the size the keypoints and the crop plan refer to: the ORIGINAL video's (prepared: manifest)
             h, w = self.original_size(name) if self.prepared is not None else frames.shape[1:3]
         else:

@@ -12,16 +12,26 @@ it to the smaller frames with ``CropPlan.for_frames`` (``PreparedVideos.plan_for
 and keypoints keep the geometry of the original videos.
 
 Resumable: an output whose frame count equals its source's is kept (and its manifest entry rebuilt if the
-manifest lost it); a missing, truncated or unreadable one is redone. Outputs are written to a temporary
-name and renamed, so an interrupted run never leaves a half-written file under the final name.
+manifest lost it); a missing, truncated or unreadable one is redone. Outputs are written under a short
+unique temporary name in a hidden folder of ``dst`` (``TMP_DIR``; never a name a video could have, and
+never too long) and renamed, so an interrupted run never leaves a half-written file under the final name.
+
+Every video under ``src`` is converted or named as failed: the scan follows symlinked folders (a link
+back into a folder it is inside of, a loop, is reported and not followed), takes every name (hidden
+files and names like ``x.partial.mp4`` too), and leaves out ``dst`` when it lies inside ``src`` (its
+outputs are not sources). The options are checked before any work, each with its range; so is PyAV
+(the ``[video]`` extra), once.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -36,6 +46,13 @@ DEFAULT_CRF = 18         # visually lossless at this size; the files stay small 
 # codec 43.8 vs 35.5 dB: 4:2:0 at 256 px halves the chroma the previous pipeline kept). "yuv444p" also
 # allows odd sizes, so its twins are exactly the size the crop plan resizes to.
 DEFAULT_PIX_FMT = "yuv420p"
+#: x264's presets (``preset``) and its 8-bit quality scale (``crf``: 0 = lossless .. 51 = worst).
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+           "placebo")
+CRF_RANGE = (0, 51)
+#: Hidden folder of ``dst`` holding the outputs being written (renamed into place when complete).
+TMP_DIR = ".prepare-videos-tmp"
+log = logging.getLogger(__name__)
 
 
 def prepared_size(h: int, w: int, short_side: int, pix_fmt: str = DEFAULT_PIX_FMT) -> tuple[int, int]:
@@ -51,9 +68,59 @@ def prepared_size(h: int, w: int, short_side: int, pix_fmt: str = DEFAULT_PIX_FM
     return _short_side_size(h, w, short_side)
 
 
-def _list_videos(src: Path) -> list[Path]:
-    return sorted(p.relative_to(src) for p in src.rglob("*")
-                  if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and ".partial" not in p.name)
+def _is_within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _list_videos(src: Path, dst: Path | None = None) -> tuple[list[str], list[str]]:
+    """``(relative paths of the videos under src, notes)``, sorted. Symlinked folders are followed (the
+    relative path is the one through the link, as a dataset looks the clip up); a folder that is one of
+    its own ancestors (a symlink loop) is not entered again and noted; ``dst`` and everything in it (its
+    real path, however reached) is left out. A symlink to a missing file with a video extension is
+    listed (it then fails, named)."""
+    dst_real = os.path.realpath(dst) if dst is not None else None
+    out, notes = [], []
+    st = os.stat(src)
+    stack = [(str(src), "", frozenset({(st.st_dev, st.st_ino)}))]
+    while stack:
+        folder, rel, ancestors = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            notes.append(f"{rel or '.'}: folder not readable ({type(e).__name__}: {e}); its videos were not converted")
+            continue
+        subdirs = []
+        for e in entries:
+            r = rel + e.name
+            try:
+                is_dir = e.is_dir()                          # follows symlinks
+            except OSError:
+                is_dir = False
+            if is_dir:
+                real = os.path.realpath(e.path)
+                if dst_real is not None and _is_within(real, dst_real):
+                    if e.is_symlink() or real != dst_real:
+                        notes.append(f"{r}: leads into dst ({real}); left out (outputs are not sources)")
+                    continue
+                try:
+                    s = os.stat(e.path)
+                except OSError:
+                    continue
+                key = (s.st_dev, s.st_ino)
+                if key in ancestors:
+                    notes.append(f"{r}: symlink loop (leads back to {real}, a folder it is inside of); not followed "
+                                 f"again")
+                    continue
+                subdirs.append((e.path, r + "/", ancestors | {key}))
+            elif os.path.splitext(e.name)[1].lower() in VIDEO_EXTENSIONS:
+                try:
+                    ok = e.is_file() or e.is_symlink()               # a dangling link: listed, fails named
+                except OSError:
+                    ok = False
+                if ok:
+                    out.append(r)
+        stack.extend(reversed(subdirs))
+    return sorted(out), notes
 
 
 def _probe(path: Path) -> tuple[int, int, int]:
@@ -87,13 +154,33 @@ def _output_ok(out: Path, frames: int) -> bool:
         return False
 
 
-def _encode_one(src: Path, out: Path, short_side: int, gop: int, crf: int, preset: str, pix_fmt: str) -> dict:
-    """Re-encode one video; returns its manifest entry."""
-    import av
+def _temp_file(tmp_dir: Path, suffix: str = ".mp4") -> Path:
+    """A new empty file with a short unique name in ``tmp_dir`` (created if needed)."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(suffix=suffix, dir=tmp_dir)
+    os.close(fd)
+    return Path(name)
+
+
+def _encode_one(src: Path, out: Path, short_side: int, gop: int, crf: int, preset: str, pix_fmt: str,
+                tmp_dir: Path) -> dict:
+    """Re-encode one video (written in ``tmp_dir``, renamed to ``out`` when complete); returns its
+    manifest entry."""
     n_src, h0, w0 = _probe(src)
-    h1, w1 = prepared_size(h0, w0, short_side, pix_fmt)
-    tmp = out.with_name(out.name + ".partial")
     out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_file(tmp_dir)
+    try:
+        entry = _encode_to(src, tmp, n_src, h0, w0, short_side, gop, crf, preset, pix_fmt)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return entry
+
+
+def _encode_to(src: Path, tmp: Path, n_src: int, h0: int, w0: int, short_side: int, gop: int, crf: int,
+               preset: str, pix_fmt: str) -> dict:
+    import av
+    h1, w1 = prepared_size(h0, w0, short_side, pix_fmt)
     written = 0
     with av.open(str(src)) as ic:
         ist = ic.streams.video[0]
@@ -121,15 +208,13 @@ def _encode_one(src: Path, out: Path, short_side: int, gop: int, crf: int, prese
         # the header's count can overstate; what was decoded is the truth, and the source must agree
         n_src = _count_packets(src)
         if written != n_src:
-            tmp.unlink(missing_ok=True)
             raise RuntimeError(f"{src}: decoded {written} frames but the stream has {n_src} packets")
-    os.replace(tmp, out)
     return {"frames": written, "orig_h": h0, "orig_w": w0, "h": h1, "w": w1, "fps": float(rate)}
 
 
 def _work(args) -> tuple[str, dict | None, str | None, bool]:
     """One video in a worker: ``(relative path, entry, error, skipped)``."""
-    rel, src_root, dst_root, short_side, gop, crf, preset, pix_fmt, known = args
+    rel, src_root, dst_root, short_side, gop, crf, preset, pix_fmt, known, tmp_dir = args
     src, out = Path(src_root) / rel, Path(dst_root) / rel
     try:
         n_src, h0, w0 = _probe(src)
@@ -139,15 +224,18 @@ def _work(args) -> tuple[str, dict | None, str | None, bool]:
                 h1, w1 = _probe(out)[1:]
                 entry = {"frames": n_src, "orig_h": h0, "orig_w": w0, "h": h1, "w": w1}
             return rel, entry, None, True
-        return rel, _encode_one(src, out, short_side, gop, crf, preset, pix_fmt), None, False
+        return rel, _encode_one(src, out, short_side, gop, crf, preset, pix_fmt, Path(tmp_dir)), None, False
     except Exception as e:  # one bad file must not stop the dataset; reported at the end
         return rel, None, f"{type(e).__name__}: {e}", False
 
 
-def _write_manifest(dst: Path, meta: dict, videos: dict) -> None:
-    tmp = dst / (MANIFEST + ".partial")
-    tmp.write_text(json.dumps({**meta, "videos": dict(sorted(videos.items()))}, indent=1))
-    os.replace(tmp, dst / MANIFEST)
+def _write_manifest(dst: Path, meta: dict, videos: dict, tmp_dir: Path) -> None:
+    tmp = _temp_file(tmp_dir, ".json")
+    try:
+        tmp.write_text(json.dumps({**meta, "videos": dict(sorted(videos.items()))}, indent=1))
+        os.replace(tmp, dst / MANIFEST)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -157,6 +245,58 @@ class PrepareReport:
     failed: dict          # relative path -> error
     seconds: float
     manifest: Path
+    notes: list = field(default_factory=list)   # folders not scanned (symlink loops, links into dst), logged
+
+
+def _int_option(name: str, flag: str, value, lo: int, hi: int | None = None, even: bool = False) -> int:
+    """``value`` checked to be an integer in ``lo..hi`` (even if asked), else a one-line ValueError naming
+    the argument and its command-line flag."""
+    rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+    ok = not isinstance(value, bool) and isinstance(value, (int, np.integer))
+    if not ok or value < lo or (hi is not None and value > hi) or (even and value % 2):
+        raise ValueError(f"prepare_videos: {name} ({flag}) must be {'an even' if even else 'an'} integer {rng}, "
+                         f"got {value!r}")
+    return int(value)
+
+
+def _check_options(short_side, gop, crf, preset, pix_fmt, workers) -> tuple:
+    """Every option checked before any work (each message names the option and its range)."""
+    short_side = _int_option("short_side", "--short-side", short_side, 16, even=True)
+    gop = _int_option("gop", "--gop", gop, 1)
+    lo, hi = CRF_RANGE
+    if isinstance(crf, bool) or not isinstance(crf, (int, float, np.integer, np.floating)) or not lo <= crf <= hi:
+        raise ValueError(f"prepare_videos: crf (--crf) must be a number in {lo}..{hi} (x264's quality scale: "
+                         f"0 lossless, {DEFAULT_CRF} default, {hi} worst), got {crf!r}")
+    if preset not in PRESETS:
+        raise ValueError(f"prepare_videos: preset must be one of x264's presets {PRESETS}, got {preset!r}")
+    if pix_fmt not in ("yuv444p", "yuv420p"):
+        raise ValueError(f"prepare_videos: pix_fmt (--pix-fmt) must be 'yuv444p' or 'yuv420p', got {pix_fmt!r}")
+    workers = (os.cpu_count() or 1) if workers is None else _int_option("workers", "--workers", workers, 1)
+    return short_side, gop, crf, workers
+
+
+def _require_encoder() -> None:
+    """PyAV with libx264, checked once before any file (not one failure per video)."""
+    try:
+        import av
+    except ImportError:
+        from ..training.extras import require_extra
+        require_extra("video", "prepare-videos decodes and re-encodes the videos with it")
+        raise
+    if "libx264" not in av.codecs_available:
+        from ..training.extras import MissingExtraError
+        raise MissingExtraError("prepare_videos: this PyAV build has no libx264 encoder; install a PyAV wheel "
+                                "that bundles it (pip install --force-reinstall av: the PyPI wheels do)")
+
+
+def _tmp_dir_name(rels) -> str:
+    """``TMP_DIR``, or a variant no source path starts with (its outputs must not land in it)."""
+    tops = {r.split("/", 1)[0] for r in rels if "/" in r}
+    name, k = TMP_DIR, 0
+    while name in tops:
+        k += 1
+        name = f"{TMP_DIR}-{k}"
+    return name
 
 
 def prepare_videos(src, dst, short_side: int = 256, *, workers: int | None = None, progress: bool = True,
@@ -164,7 +304,8 @@ def prepare_videos(src, dst, short_side: int = 256, *, workers: int | None = Non
                    pix_fmt: str = DEFAULT_PIX_FMT) -> PrepareReport:
     """Re-encode every video under ``src`` into ``dst`` (same relative paths) at ``short_side``; see the
     module docstring. ``workers``: processes (default: all cores; 1 runs in this process). Returns counts
-    and the failures (relative path -> error); raises only for bad arguments."""
+    and the failures (relative path -> error); raises only for bad arguments (each named, with its range),
+    a missing PyAV / libx264, or a ``dst`` that would mix outputs with sources."""
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise FileNotFoundError(f"prepare_videos: src {str(src)!r} is not a directory; pass the folder "
@@ -172,15 +313,11 @@ def prepare_videos(src, dst, short_side: int = 256, *, workers: int | None = Non
     if src.resolve() == dst.resolve():
         raise ValueError(f"prepare_videos: dst must differ from src (both {str(src)!r}); the originals "
                          f"are kept")
-    if short_side < 16 or short_side % 2:
-        raise ValueError(f"prepare_videos: short_side must be an even number >= 16, got {short_side}")
-    if pix_fmt not in ("yuv444p", "yuv420p"):
-        raise ValueError(f"prepare_videos: pix_fmt must be 'yuv444p' or 'yuv420p', got {pix_fmt!r}")
-    if gop < 1:
-        raise ValueError(f"prepare_videos: gop must be >= 1, got {gop}")
-    workers = (os.cpu_count() or 1) if workers is None else int(workers)
-    if workers < 1:
-        raise ValueError(f"prepare_videos: workers must be >= 1, got {workers}")
+    if _is_within(str(src.resolve()), str(dst.resolve())):
+        raise ValueError(f"prepare_videos: dst {str(dst)!r} holds src {str(src)!r}: the outputs would mix with "
+                         f"the sources; choose a dst outside src's tree (e.g. a sibling folder)")
+    short_side, gop, crf, workers = _check_options(short_side, gop, crf, preset, pix_fmt, workers)
+    _require_encoder()
     dst.mkdir(parents=True, exist_ok=True)
     meta = {"version": 1, "short_side": short_side, "gop": gop, "crf": crf, "codec": "libx264", "pix_fmt": pix_fmt,
             "keypoints": "stay in original pixels: map with orig_h/orig_w (PreparedVideos.plan_for)"}
@@ -196,8 +333,13 @@ def prepare_videos(src, dst, short_side: int = 256, *, workers: int | None = Non
                                  f"pix_fmt {was[1]}, not {short_side}, {pix_fmt}; use another dst")
         except json.JSONDecodeError:
             old = {}
-    rels = [str(r) for r in _list_videos(src)]
-    jobs = [(r, str(src), str(dst), short_side, gop, crf, preset, pix_fmt, old.get(r)) for r in rels]
+    rels, notes = _list_videos(src, dst)       # dst inside src: left out (its outputs are not sources)
+    for n in notes:
+        log.warning("prepare-videos: %s", n)
+    tmp_dir = dst / _tmp_dir_name(rels)
+    if tmp_dir.is_dir():                       # what an interrupted run was writing: never an output
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    jobs = [(r, str(src), str(dst), short_side, gop, crf, preset, pix_fmt, old.get(r), str(tmp_dir)) for r in rels]
     videos = {r: old[r] for r in rels if r in old}
     failed: dict = {}
     encoded = skipped = 0
@@ -217,7 +359,7 @@ def prepare_videos(src, dst, short_side: int = 256, *, workers: int | None = Non
             encoded += not was_skipped
         bar.update(1)
         if time.monotonic() - last_write > 10:       # an interrupted run keeps most of its entries
-            _write_manifest(dst, meta, videos)
+            _write_manifest(dst, meta, videos, tmp_dir)
             last_write = time.monotonic()
 
     try:
@@ -231,8 +373,12 @@ def prepare_videos(src, dst, short_side: int = 256, *, workers: int | None = Non
                     done(res)
     finally:
         bar.close()
-        _write_manifest(dst, meta, videos)
-    return PrepareReport(encoded, skipped, failed, time.perf_counter() - t0, dst / MANIFEST)
+        _write_manifest(dst, meta, videos, tmp_dir)
+        try:
+            tmp_dir.rmdir()
+        except OSError:
+            pass
+    return PrepareReport(encoded, skipped, failed, time.perf_counter() - t0, dst / MANIFEST, notes)
 
 
 def _progress_bar(total: int, enabled: bool):

@@ -43,6 +43,29 @@ class VideoReadError(RuntimeError):
     """A video file could not be opened or decoded; the message names the file."""
 
 
+class ClipReadError(VideoReadError, ValueError):
+    """A dataset clip whose video cannot be read (raised by a dataset's ``__getitem__``): one line naming
+    the clip and the file. A ``ValueError``, so ``mdn-fast`` reports it as a user error, in one line.
+
+    Raised inside a DataLoader worker, torch re-raises it in the main process as
+    ``ClipReadError("Caught ClipReadError in DataLoader worker process 0.\nOriginal Traceback ...")``;
+    the constructor keeps only the original message (and the worker), so it stays one line."""
+
+    def __init__(self, message=""):
+        message = str(message)
+        if message.startswith("Caught ") and "\nOriginal Traceback" in message:
+            head = message.split("\n", 1)[0]                       # "Caught ClipReadError in DataLoader worker process 0."
+            where = head[len(f"Caught {type(self).__name__} "):].rstrip(".") if head.startswith(
+                f"Caught {type(self).__name__} ") else ""
+            prefix = f"{type(self).__module__}.{type(self).__qualname__}: "
+            lines = message.rstrip("\n").split("\n")
+            starts = [k for k, ln in enumerate(lines) if ln.startswith(prefix)]
+            if starts:
+                original = " ".join(lines[starts[-1]:])[len(prefix):]
+                message = original + (f" ({where})" if where else "")
+        super().__init__(message)
+
+
 # ----------------------------------------------------------------------------------------------- sampling
 def tsn_sample_indices(num_frames: int, num_segments: int, train: bool,
                        rng: np.random.Generator | None = None) -> np.ndarray:
