@@ -94,16 +94,16 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: str, write) -> str:
-    """Write through ``write(binary file)`` into a temp file beside ``path``, fsync, rename over ``path``."""
+def replace_atomically(path: str, write_tmp) -> str:
+    """``write_tmp(tmp)`` writes a temporary file beside ``path`` (named ``.<name>.tmp-<pid>-<hex>``, which
+    ``clean_stale_temps`` knows); it is fsynced and renamed over ``path``, so a reader never sees a partial
+    file. The temporary is removed on any error."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
+        write_tmp(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -114,6 +114,14 @@ def _atomic_write(path: str, write) -> str:
         raise
     _fsync_dir(directory)
     return path
+
+
+def _atomic_write(path: str, write) -> str:
+    """Write through ``write(binary file)`` into a temp file beside ``path``, fsync, rename over ``path``."""
+    def write_tmp(tmp):
+        with open(tmp, "xb") as f:
+            write(f)
+    return replace_atomically(path, write_tmp)
 
 
 def save(obj: dict, path: str) -> str:

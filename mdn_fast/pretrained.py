@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 
 import torch
 
@@ -135,22 +134,9 @@ def read_config(path: str) -> dict:
 
 # ------------------------------------------------------------------------------------------- files
 def _replace_atomically(path: str, write_tmp) -> None:
-    """``write_tmp(tmp_path)`` writes a temporary file beside ``path`` (named like the checkpoints'
-    temporaries, so ``checkpoint.clean_stale_temps`` knows them); it is fsynced and renamed over ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        write_tmp(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    ckpt_io._fsync_dir(directory)
+    """``write_tmp(tmp_path)`` writes a temporary beside ``path``, renamed over it once fsynced (the
+    checkpoints' own ``replace_atomically``)."""
+    ckpt_io.replace_atomically(path, write_tmp)
 
 
 def _write_text(path: str, text: str) -> None:

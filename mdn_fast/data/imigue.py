@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .layouts import get_layout
+from .validate import as_integer
 from . import safe_pickle
 from .layouts_extra import hand_groups_swapped, swap_hand_groups
 from .video import tsn_sample_indices
@@ -35,16 +36,6 @@ class IMiGUEFormatError(ValueError):
     """Malformed iMiGUE release file; the message names the file, what was expected and found."""
 
 
-def _integer_label(v) -> int | None:
-    """``v`` as an int when it is an integer (int, numpy integer, or a float with an integral value such as
-    ``3.0``); None for anything else: ``1.7``, ``True``, ``"3"``, None, NaN."""
-    if isinstance(v, (bool, np.bool_)):
-        return None
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
-        return int(v)
-    return None
 
 
 def read_labels(path, num_classes: int = NUM_CLASSES, *, hidden_ok: bool = False) -> tuple[list[str], list[int]]:
@@ -79,7 +70,7 @@ def read_labels(path, num_classes: int = NUM_CLASSES, *, hidden_ok: bool = False
     names = [str(n) for n in names]
     if len(names) != len(labels):
         raise IMiGUEFormatError(f"{path}: {len(names)} sample names but {len(labels)} labels")
-    ints = [_integer_label(l) for l in labels]
+    ints = [as_integer(l) for l in labels]
     bad = [k for k, l in enumerate(ints) if l is None]
     if bad:
         k = bad[0]

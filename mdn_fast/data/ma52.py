@@ -59,6 +59,7 @@ import numpy as np
 import torch
 
 from .layouts import get_layout
+from .validate import as_integer
 # importing layouts_extra registers coco18_hands28 / coco17 / miga22
 from .layouts_extra import HAND_BLOCKS, hand_groups_swapped, swap_hand_groups
 from . import openpose_json, safe_pickle
@@ -224,18 +225,6 @@ MAX_POSE_FRAMES = 100_000
 MAX_IMAGE_SIDE = 65_536
 
 
-def _integer(v) -> int | None:
-    """``v`` as an int when it is an integer (int, numpy integer, or a float with an integral value);
-    None for anything else (bool, str, 1.7, NaN, a container...)."""
-    if isinstance(v, (bool, np.bool_)):
-        return None
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
-        return int(v)
-    return None
-
-
 def _what(v) -> str:
     """A short description of a value for a message: its type, and dtype/shape for an array."""
     if isinstance(v, np.ndarray):
@@ -301,7 +290,7 @@ def pose_entry_problem(a, num_joints: int) -> str | None:
     if "img_shape" in a:
         v = a["img_shape"]
         try:
-            hw = [_integer(x) for x in v] if not isinstance(v, (str, bytes, dict)) else None
+            hw = [as_integer(x) for x in v] if not isinstance(v, (str, bytes, dict)) else None
         except TypeError:
             hw = None
         if hw is None or len(hw) != 2 or any(x is None or not 0 < x <= MAX_IMAGE_SIDE for x in hw):
@@ -309,7 +298,7 @@ def pose_entry_problem(a, num_joints: int) -> str | None:
                     f"the keypoints are in), found {v!r}")
     T = kp.shape[1]
     if a.get("total_frames") is not None:
-        tf = _integer(a["total_frames"])
+        tf = as_integer(a["total_frames"])
         if tf is None or tf < 0:
             return f"'total_frames' must be a non-negative integer (the clip's frame count), found {_what(a['total_frames'])}"
         if T > 0 and tf != T:

@@ -59,3 +59,16 @@ def check_frame_values(frames, name: str = "frames", source=None) -> None:
     raise ValueError(f"{name}: contains NaN or Inf ({n} values; first in {_where(lead, fr.dim() == 5, source)}); "
                      f"clean the decoded video before the model (the model does not check values: that "
                      f"would sync with the device on every step)")
+
+
+def as_integer(v) -> int | None:
+    """``v`` as an int when it is an integer (int, numpy integer, or a float with an integral value such as
+    ``3.0``); None for anything else: bool, str, ``1.7``, NaN, None, a container. The readers' one rule for
+    labels and integer fields of the release files."""
+    if isinstance(v, (bool, np.bool_)):
+        return None
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
+        return int(v)
+    return None
