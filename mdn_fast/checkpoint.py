@@ -20,7 +20,9 @@ Nothing lost:
 - every file is written atomically (``save``, ``atomic_copy``): a temporary file beside the target
   (``.NAME.tmp-PID-TOKEN``), flushed and fsynced, renamed over the target, the folder fsynced. A run
   killed mid-write leaves the previous file intact and at most a temporary file, which
-  ``clean_stale_temps(OUT)`` removes when the next run starts.
+  ``clean_stale_temps(OUT)`` removes when the next run starts. A write that fails (a full disk, a
+  read-only folder) raises the OSError naming the file being written, not the temporary file
+  (``write_error``).
 - ``save`` stores a SHA-256 over the content (every tensor's dtype, shape and bytes, every other value's
   repr) under ``"integrity"``; ``load`` recomputes it and refuses a mismatch as *corrupted*. A file cut
   short is refused as *truncated*, a file that is no ``torch.save`` output (a text file) as such.
@@ -94,10 +96,27 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def write_error(e: OSError, path: str) -> OSError:
+    """``e`` (raised while writing ``path``, e.g. ENOSPC, EACCES, EROFS) as one line naming ``path`` -- the
+    file being written, not the temporary file beside it -- and the errno text, with the same errno:
+    ``[Errno 28] cannot write /runs/x/last.pt: No space left on device (the previous last.pt is unchanged)``."""
+    path = os.fspath(path)
+    reason = e.strerror if e.errno is not None and e.strerror else (str(e) or type(e).__name__)
+    kept = f" (the previous {os.path.basename(path)} is unchanged)" if os.path.isfile(path) else ""
+    msg = f"cannot write {path}: {reason}{kept}"
+    if e.errno is None:
+        return OSError(msg)
+    try:
+        return type(e)(e.errno, msg)
+    except TypeError:          # an OSError subclass with another signature
+        return OSError(e.errno, msg)
+
+
 def replace_atomically(path: str, write_tmp) -> str:
     """``write_tmp(tmp)`` writes a temporary file beside ``path`` (named ``.<name>.tmp-<pid>-<hex>``, which
     ``clean_stale_temps`` knows); it is fsynced and renamed over ``path``, so a reader never sees a partial
-    file. The temporary is removed on any error."""
+    file. The temporary is removed on any error; an OSError (full disk, read-only folder, ...) is re-raised
+    by ``write_error``, naming ``path``."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
@@ -106,11 +125,13 @@ def replace_atomically(path: str, write_tmp) -> str:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise write_error(e, path) from None
         raise
     _fsync_dir(directory)
     return path
@@ -199,10 +220,34 @@ def _precheck(path: str) -> bool:
     return False
 
 
+#: The files ``mdn-fast train`` writes in OUT, in the order a folder's checkpoints are suggested.
+RUN_FILES = ("last.pt", "best.pt", "checkpoint.pt")
+
+
+def _checkpoints_in(folder: str) -> str:
+    """What to pass instead of ``folder``: the files in it that look like checkpoints (``RUN_FILES`` first,
+    then other ``*.pt`` / ``*.pth``), or that it holds none."""
+    try:
+        names = sorted(n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n))
+                       and n.endswith((".pt", ".pth")) and not n.startswith("."))
+    except OSError as e:
+        return f"it cannot be listed ({e.strerror or e}); pass OUT/last.pt, OUT/best.pt or OUT/checkpoint.pt"
+    names = [n for n in RUN_FILES if n in names] + [n for n in names if n not in RUN_FILES]
+    if not names:
+        return ("it holds no *.pt file; pass a file mdn-fast train wrote (OUT/last.pt, OUT/best.pt or "
+                "OUT/checkpoint.pt)")
+    shown = ", ".join(os.path.join(folder, n) for n in names[:6]) + (f" (+{len(names) - 6} more)" if len(names) > 6
+                                                                      else "")
+    return f"the checkpoints in it: {shown}; pass one of them"
+
+
 def load(path: str, *, need_train_state: bool = False) -> dict:
     """Load a checkpoint with ``weights_only=True``, verify its content hash and check its format
     (ValueError naming what was found: truncated, corrupted, not a checkpoint, another format);
     ``need_train_state`` asks for a resumable ``last.pt``/``best.pt``."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"checkpoint: {path!r} is a folder, not a checkpoint file; "
+                                + _checkpoints_in(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint: no such file {path!r} (mdn-fast train writes OUT/last.pt, "
                                 f"OUT/best.pt and OUT/checkpoint.pt)")

@@ -21,11 +21,15 @@ The ``train`` options are built from ``TrainConfig``'s fields (type, help, choic
 metadata; an option left unset takes the ``--dataset``'s preset) and checked by ``TrainConfig`` alone.
 A user error (bad option, missing data, refused checkpoint, diverged training) prints one
 ``mdn-fast COMMAND: error: ...`` message and exits non-zero; ``--debug`` shows the traceback instead.
+Every size or count option is refused below its smallest meaningful value (argparse's exit status 2,
+naming the option). Ctrl-C exits with status 130 (128 + SIGINT); ``train`` first saves ``OUT/last.pt``
+(mid-epoch included) and prints the command that resumes.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from dataclasses import fields
 
@@ -33,6 +37,7 @@ from .training import ConfigError, TrainConfig, dataset_names, get_dataset
 from .training.config import cli_flag, preset_values
 from .data.prepare_videos import DEFAULT_CRF, DEFAULT_GOP, DEFAULT_PIX_FMT
 from .training.extras import MissingExtraError
+from .training.interrupt import EXIT_INTERRUPTED, TrainingInterrupted
 from .training.precision import DTYPES
 
 #: Exceptions that report a problem with the user's input or files, not a bug: one line, no traceback.
@@ -42,6 +47,20 @@ DATA_OPTIONS = ("root", "lists", "videos", "pose", "prepared_videos")
 #: Flags of ``eval`` / ``report`` named differently from the train option of the same field.
 _EVAL_FLAGS = {"val_split": "--split"}
 _TYPES = {"int": int, "float": float, "str": str}
+
+
+def _at_least(low: int):
+    """An argparse ``type``: an integer >= ``low`` (argparse names the option in its error)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"expected >= {low}, got {v}")
+        return v
+    parse.__name__ = f"integer >= {low}"
+    return parse
 
 
 def _default_help(name: str) -> str:
@@ -73,6 +92,17 @@ def _add_train_options(t: argparse.ArgumentParser, names=None, *, suffix: str = 
         t.add_argument(cli_flag(f.name), type=_TYPES[f.type], choices=choices, metavar=meta["metavar"], **kw)
 
 
+def _crf(text: str) -> int:
+    """x264's constant rate factor: 0 (lossless) to 51."""
+    v = _at_least(0)(text)
+    if v > 51:
+        raise argparse.ArgumentTypeError(f"expected 0..51 (x264's range), got {v}")
+    return v
+
+
+_crf.__name__ = "integer 0..51"
+
+
 def _checkable() -> tuple:
     return tuple(n for n in dataset_names() if get_dataset(n).check is not None)
 
@@ -94,8 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", parents=[debug], help="evaluate a checkpoint on its dataset's val split; write "
                        "the submission file of the hidden test split")
     e.add_argument("checkpoint")
-    e.add_argument("--num-clips", type=int, default=None, help="val clips (default: as in training)")
-    e.add_argument("--batch-size", type=int, default=None)
+    e.add_argument("--num-clips", type=_at_least(1), default=None, help="evaluate the first N clips (default: as "
+                   "in training)")
+    e.add_argument("--batch-size", type=_at_least(1), default=None, help="default: as in training")
     e.add_argument("--dataset", choices=dataset_names(), default=None, help="default: the checkpoint's")
     _add_train_options(e, DATA_OPTIONS + ("skip_bad_clips",), suffix="default: as in the checkpoint",
                        show_default=False)
@@ -114,8 +145,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_train_options(r, DATA_OPTIONS + ("skip_bad_clips",), suffix="default: as in the checkpoint",
                        show_default=False)
     r.add_argument("--split", default=None, help="split to evaluate (default: the checkpoint's val split)")
-    r.add_argument("--num-clips", type=int, default=None)
-    r.add_argument("--batch-size", type=int, default=None)
+    r.add_argument("--num-clips", type=_at_least(1), default=None, help="evaluate the first N clips (default: as "
+                   "in training)")
+    r.add_argument("--batch-size", type=_at_least(1), default=None, help="default: as in training")
     r.add_argument("--device", default="auto")
 
     c = sub.add_parser("check-data", parents=[debug], help="scan a dataset release before training: every list "
@@ -129,8 +161,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="a split to check (repeat for several; default: train, val and test)")
     c.add_argument("--no-videos", action="store_true", help="check that the videos exist, without opening them")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
-    c.add_argument("--max-problems", type=int, default=20, metavar="N", help="print the first N findings of each "
-                   "severity (default 20)")
+    c.add_argument("--max-problems", type=_at_least(0), default=20, metavar="N", help="print the first N findings of "
+                   "each severity (default 20)")
     v = sub.add_parser("prepare-videos", parents=[debug], help="re-encode videos once at a small short side "
                        "(~17x fewer pixels to decode); train with --prepared-videos DST",
                        description="Writes every video under SRC (recursively) to the same path under DST: "
@@ -140,11 +172,12 @@ def _parser() -> argparse.ArgumentParser:
                        "kept. Exit status 1 when some files could not be converted (listed).")
     v.add_argument("src", help="folder holding the videos (e.g. MA-52's raw_videos/)")
     v.add_argument("dst", help="output folder (pass it to train/eval as --prepared-videos)")
-    v.add_argument("--short-side", type=int, default=256, help="short side of the outputs (default 256: the "
+    v.add_argument("--short-side", type=_at_least(16), default=256, help="short side of the outputs (default 256: the "
                    "crop plan's resize for 224 crops; keep it >= --image-size * 256 / 224)")
-    v.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    v.add_argument("--gop", type=int, default=DEFAULT_GOP, help=f"keyframe interval (default {DEFAULT_GOP})")
-    v.add_argument("--crf", type=int, default=DEFAULT_CRF, help=f"x264 quality (default {DEFAULT_CRF}; lower = better)")
+    v.add_argument("--workers", type=_at_least(1), default=None, help="processes (default: all cores)")
+    v.add_argument("--gop", type=_at_least(1), default=DEFAULT_GOP, help=f"keyframe interval (default {DEFAULT_GOP})")
+    v.add_argument("--crf", type=_crf, default=DEFAULT_CRF,
+                   help=f"x264 quality, 0..51 (default {DEFAULT_CRF}; lower = better)")
     v.add_argument("--pix-fmt", choices=("yuv420p", "yuv444p"), default=DEFAULT_PIX_FMT,
                    help=f"default {DEFAULT_PIX_FMT}; yuv444p keeps full chroma, decodes ~40%% slower")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -226,8 +259,6 @@ def _export(args) -> int:
 
 def _check_data(args) -> int:
     """``mdn-fast check-data``: the report on stdout; 0 when every clip is usable, else 1."""
-    if args.max_problems < 0:
-        raise ConfigError("max_problems", f"expected >= 0, got {args.max_problems}")
     cfg = TrainConfig.for_dataset(args.dataset, root=args.root, lists=args.lists, videos=args.videos,
                                   pose=args.pose, prepared_videos=args.prepared_videos, modality=args.modality)
     if not os.path.isdir(cfg.root):
@@ -238,11 +269,51 @@ def _check_data(args) -> int:
     return 0 if rep.ok else 1
 
 
+def _resume_command(args, out: str) -> str:
+    """The ``mdn-fast train`` line that resumes an interrupted run: the options given, ``--out OUT`` and
+    ``--resume auto``."""
+    parts = ["mdn-fast", "train"]
+    for f in fields(TrainConfig):
+        v = getattr(args, f.name, None)
+        if v is None or f.name in ("resume", "out"):
+            continue
+        if f.type == "bool":
+            parts.append(cli_flag(f.name))
+        else:
+            parts += [cli_flag(f.name), str(v)]
+    parts += ["--out", out, "--resume", "auto"]
+    return shlex.join(parts)
+
+
+def _interrupted(args, e: KeyboardInterrupt) -> int:
+    """Ctrl-C: what was saved and how to continue, on stderr; exit status 130."""
+    if args.command == "train" and isinstance(e, TrainingInterrupted):
+        if e.main:
+            how = ""
+            if e.resumable:
+                launcher = (" (launched as before: torchrun ... -m mdn_fast train ...)"
+                            if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else "")
+                how = f"\nresume with: {_resume_command(args, e.out)}{launcher}"
+            print(f"mdn-fast train: {e}{how}", file=sys.stderr)
+    elif args.command == "train":
+        print("mdn-fast train: interrupted (Ctrl-C) before training started: nothing was saved", file=sys.stderr)
+    elif args.command == "prepare-videos":
+        print("mdn-fast prepare-videos: interrupted (Ctrl-C); finished files are kept: run the same command "
+              "again to continue", file=sys.stderr)
+    else:
+        print(f"mdn-fast {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 def main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         return _run(args)
+    except KeyboardInterrupt as e:     # Ctrl-C: not an error; the status a shell gives a SIGINT
+        if args.debug:
+            raise
+        return _interrupted(args, e)
     except ConfigError as e:          # an option out of range: reported like argparse's own errors (exit 2)
         if args.debug:
             raise

@@ -589,6 +589,7 @@ class MA52Dataset(torch.utils.data.Dataset):
                                              + ([Path(lists) / "label_name.txt"] if lists is not None
                                                 and Path(lists).is_dir() else []))
         self.class_names = tuple(read_label_names(names_file)) if names_file is not None else None
+        self.class_names_file = names_file      # where they come from (named when they do not fit the classes)
         self.use_rgb = modality in ("rgb+pose", "rgb")
         self.video_dir, self.prepared = None, None
         if self.use_rgb or videos is not None or prepared is not None:

@@ -15,13 +15,15 @@ from ..ops._backends import VALID as VALID_BACKENDS
 from .registry import DATASET_OPTIONS, MODALITIES, dataset_names, get_dataset
 
 
-def option(default, help="", *, min=None, choices=None, metavar=None, show_default=True, flag=None, path=False):
+def option(default, help="", *, min=None, above=None, choices=None, metavar=None, show_default=True, flag=None,
+           path=False):
     """A TrainConfig field and its CLI metadata. ``help``: text, or a callable giving it (read when
-    the parser is built, e.g. from the registry); ``min``: smallest allowed value; ``choices``: a tuple
+    the parser is built, e.g. from the registry); ``min``: smallest allowed value; ``above``: values must
+    be greater than it; ``choices``: a tuple
     or a callable giving one; ``show_default``: the help ends with the default of each dataset's
     preset; ``flag``: the CLI flag when not ``--field-name`` (a bool defaulting to True is a ``--no-X``
     switch); ``path``: a file or folder, made absolute when a run starts (``absolute_paths``)."""
-    return field(default=default, metadata=dict(help=help, min=min, choices=choices, metavar=metavar,
+    return field(default=default, metadata=dict(help=help, min=min, above=above, choices=choices, metavar=metavar,
                                                 show_default=show_default, flag=flag, path=path))
 
 
@@ -89,15 +91,15 @@ class TrainConfig:
     modality: str = option("pose", choices=MODALITIES)
     epochs: int = option(25, min=1)
     batch_size: int = option(32, "global batch (split over torchrun processes)", min=1)
-    lr: float = option(3e-3, "peak learning rate (AdamW)")
-    weight_decay: float = option(0.05)
+    lr: float = option(3e-3, "peak learning rate (AdamW)", above=0)
+    weight_decay: float = option(0.05, min=0)
     warmup_epochs: float = option(1.0, "linear warm-up, then cosine decay to 1%% of --lr", min=0)
     grad_clip: float = option(1.0, "max gradient norm, 0 = off", min=0)
     amp: bool = option(False, "bf16 autocast (CUDA or CPU)", show_default=False)
     dim: int = option(64, min=1)
     heads: int = option(4, min=1)
     depth: int = option(1, min=1)
-    lambda_mac: float = option(0.1)
+    lambda_mac: float = option(0.1, "weight of the MAC loss (0 = off)", min=0)
     backend: str = option("auto", choices=VALID_BACKENDS)
     backbone: str = option("resnet18", "torchvision ResNet for rgb modalities")
     backbone_weights: str = option("", "local ResNet state-dict file (ImageNet init); never downloaded", path=True)
@@ -131,6 +133,8 @@ class TrainConfig:
                 raise ConfigError(f.name, f"expected a finite number, got {v!r}")
             if meta["min"] is not None and v < meta["min"]:
                 raise ConfigError(f.name, f"expected >= {meta['min']}, got {v}")
+            if meta["above"] is not None and not v > meta["above"]:
+                raise ConfigError(f.name, f"expected > {meta['above']}, got {v}")
         entry = get_dataset(self.dataset)
         if not entry.first_clips and self.num_clips < 1:
             raise ConfigError("num_clips", f"expected >= 1 for the {self.dataset} set, got {self.num_clips}")

@@ -97,7 +97,8 @@ def format_metrics(m: dict) -> str:
 def evaluate_checkpoint(path: str, num_clips: int | None = None, batch_size: int | None = None, *,
                         dataset: str | None = None, root: str | None = None, split: str | None = None,
                         device: str = "auto", log=print, return_predictions: bool = False,
-                        prediction_csv: str | None = None, dtype: str = "fp32", **data_options):
+                        prediction_csv: str | None = None, dtype: str = "fp32", command: str = "eval",
+                        **data_options):
     """Evaluate a checkpoint on the val split of the dataset it was trained on (synthetic: same seed and
     size unless ``num_clips`` is given; real data: ``root``/``split`` and ``data_options`` — ``lists``,
     ``videos``, ``pose``, ``skip_bad_clips`` — override the saved ones). With ``dataset`` naming another
@@ -108,9 +109,12 @@ def evaluate_checkpoint(path: str, num_clips: int | None = None, batch_size: int
     ``prediction_csv``: also write the dataset's submission file (MA-52 ``prediction.csv``) there. A split
     whose labels are hidden (the MA-52 test split) is evaluated only then, and reports no metrics:
     ``{"hidden_labels": True, "num_clips", "alpha", "prediction_csv"}``.
-    ``return_predictions``: ``(metrics, predict() output, spec, model, checkpoint)`` instead of metrics."""
+    ``return_predictions``: ``(metrics, predict() output, spec, model, checkpoint)`` instead of metrics.
+    ``command``: the ``mdn-fast`` command named on the first printed line (``report`` evaluates through here)."""
     if num_clips is not None and num_clips < 0:
         raise ValueError(f"num_clips: expected >= 0 (0 or None: as in training), got {num_clips}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size: expected >= 1 (None: as in training), got {batch_size}")
     ckpt = ckpt_io.load(path)
     cfg = config_from_checkpoint(ckpt, root=root, val_split=split, **data_options)
     if dataset is not None and dataset != cfg.dataset:
@@ -136,7 +140,7 @@ def evaluate_checkpoint(path: str, num_clips: int | None = None, batch_size: int
     loader = DataLoader(val_set, batch_size=batch_size or cfg.eval_batch_size or max(cfg.batch_size, 64),
                         **loader_options(cfg.workers, dev))
     pred = predict(model, loader, device=dev, amp=amp)
-    log(f"mdn-fast eval {path}: dataset={cfg.dataset} modality={model.modality} split={cfg.val_split} "
+    log(f"mdn-fast {command} {path}: dataset={cfg.dataset} modality={model.modality} split={cfg.val_split} "
         f"clips={pred['num_clips']}" + (f" dtype={dtype}" if dtype != "fp32" else ""))
     hidden = bool((pred["labels"] < 0).any())
     if hidden:   # placeholder labels: no metric is meaningful, so none is computed

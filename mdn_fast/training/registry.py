@@ -119,6 +119,18 @@ def unwrap_subset(ds) -> tuple[object, list[int]]:
     return ds, idx
 
 
+def check_class_names(spec: DatasetSpec, opened, dataset: str) -> None:
+    """Class names (a ``label_name.txt``) must name every class: ValueError naming the file (the opened
+    split's ``class_names_file`` when it has one) and both counts."""
+    if spec.class_names is None or len(spec.class_names) == spec.num_classes:
+        return
+    src = getattr(opened, "class_names_file", None)
+    where = str(src) if src is not None else f"the class names of --dataset {dataset}"
+    raise ValueError(f"{where}: {len(spec.class_names)} class names, but --dataset {dataset} has "
+                     f"{spec.num_classes} classes; give one name per class (ids 0..{spec.num_classes - 1}), or "
+                     f"remove the file (plots then show class ids)")
+
+
 def build_datasets(cfg, *, need_train: bool = True, allow_hidden: bool = False, split_flag: str = "--val-split"):
     """``(train_set or None, val_set, spec)`` of ``cfg.dataset``. Missing data: one FileNotFoundError
     naming every missing folder or file of every split; a val split whose labels are hidden: ValueError
@@ -149,6 +161,7 @@ def build_datasets(cfg, *, need_train: bool = True, allow_hidden: bool = False, 
                          f"computed on it; evaluate on a split with labels (MA-52: val; iMiGUE: valid, or test with "
                          f"its label file){submit}")
     spec = entry.spec(getattr(val_set, "class_names", None))
+    check_class_names(spec, val_set, cfg.dataset)
     train_set = opened.get("train")
     if entry.first_clips:
         if train_set is not None and cfg.num_clips > 0:

@@ -20,7 +20,7 @@ def report_checkpoint(path: str, out: str | None = None, *, root=None, split=Non
     require_extra("plots", "mdn-fast report draws its plots with it")
     m, pred, spec, model, ckpt = evaluate_checkpoint(path, num_clips=num_clips, batch_size=batch_size, root=root,
                                                      split=split, device=device, log=log,
-                                                     return_predictions=True, **data_options)
+                                                     return_predictions=True, command="report", **data_options)
     out = out or os.path.join(os.path.dirname(os.path.abspath(path)), "report")
     os.makedirs(out, exist_ok=True)
     entities = list(model.entities)
