@@ -1,7 +1,9 @@
-"""The ``cpp`` backend: the compiled extension ``mdn_fast._C`` (csrc/), CPU kernels and, when built with
-CUDA, CUDA kernels, registered as the torch ops ``torch.ops.mdn_fast.*``.
+"""The ``cpp`` backend: the compiled extensions ``mdn_fast._C`` (csrc/: the op schemas and the CPU kernels)
+and, when built with CUDA and torch is a CUDA build, ``mdn_fast._C_cuda`` (the CUDA kernels), registered as
+the torch ops ``torch.ops.mdn_fast.*``. Both are built on PyTorch's stable ABI (torch >= 2.11) and
+Python's limited API, so one build serves every supported torch and Python.
 
-Ops (schemas in csrc/ops.cpp):
+Ops (schemas in csrc/torch/library.cpp, implementations in csrc/torch/*_op.cpp):
 - ``entity_attention_fwd(q, k, v, axes: int[], mask, scale) -> (out, lse)``: q, k, v ``[P, B, T, K, H, Dh]``
   any strides; axes 0 = spatial, 1 = temporal; out contiguous in q's dtype; lse ``[P, B, T, K, H]`` in the
   accumulation dtype: the natural-log log-sum-exp of each query's scaled scores, ``-inf`` for a query
@@ -11,9 +13,10 @@ Ops (schemas in csrc/ops.cpp):
 - ``routed_merge_fwd(x_st, x_ts, weight, bias, tau, mask) -> (y, alpha)``: weight ``[K, 2, 2D]`` and bias
   ``[K, 2]`` in the accumulation dtype (this wrapper casts them; autograd casts the gradients back).
 - ``routed_merge_bwd(grad_y, grad_alpha, x_st, x_ts, weight, alpha, tau, mask) -> (dx_st, dx_ts, dweight, dbias)``.
-- ``build_info() -> str``: ``key=value`` lines: ``cpu=1``, ``cuda=0|1``, ``cuda_archs=8.0;9.0+PTX``, ``openmp=0|1``,
-  and the limits compiled in (``max_k``, ``max_t``, ``max_dh``, ``max_paths``: those of ``mdn_fast._limits``).
-  Sizes beyond them are refused by the ops themselves (a direct ``torch.ops`` call included).
+``build_info()`` (Python): what was built (``mdn_fast._C.BUILD_INFO`` and ``_C_cuda``'s): ``cpu=1``,
+``abi=stable``, ``cuda=0|1``, ``cuda_archs``, and the limits compiled in (``max_k``, ``max_t``, ``max_dh``,
+``max_paths``: those of ``mdn_fast._limits``). Sizes beyond them are refused by the ops themselves (a direct
+``torch.ops`` call included).
 
 The forward ops carry fake (meta) implementations and the shared autograd wiring (``ops._autograd``), so
 they work under
@@ -38,7 +41,8 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def _load() -> str | None:
-    """Load ``mdn_fast._C`` (its static initialisers register the ops); the reason on failure."""
+    """Load ``mdn_fast._C`` (its static initialisers register the ops and the CPU kernels); the reason on
+    failure."""
     if os.environ.get("MDN_FAST_DISABLE_C", "0") == "1":
         return "disabled by MDN_FAST_DISABLE_C=1"
     try:
@@ -46,18 +50,50 @@ def _load() -> str | None:
     except (ImportError, ValueError) as e:
         return f"mdn_fast._C cannot be found: {type(e).__name__}: {e}"
     if spec is None:
-        return ("mdn_fast._C is not built: install with `pip install --no-build-isolation -e .` "
-                "(torch importable at build time, MDN_FAST_BUILD_EXT not 0)")
+        return ("mdn_fast._C is not built (a pure-Python install): install a binary wheel of mdn-fast, or build "
+                "from a source checkout with `pip install --no-build-isolation -e .` (torch importable at build "
+                "time, MDN_FAST_BUILD_EXT not 0)")
     try:
         importlib.import_module("mdn_fast._C")
-    except Exception as e:  # e.g. built against another torch: undefined symbols
+    except Exception as e:  # e.g. a torch older than the stable ABI it targets (2.11)
         return f"mdn_fast._C failed to load: {type(e).__name__}: {e}"
     if not hasattr(torch.ops.mdn_fast, "entity_attention_fwd"):
         return "mdn_fast._C loaded but registered no mdn_fast ops"
     return None
 
 
+def _load_cuda() -> str | None:
+    """Load ``mdn_fast._C_cuda`` (the CUDA kernels) when torch is a CUDA build; the reason it is not there."""
+    if _LOAD_ERROR is not None:
+        return _LOAD_ERROR
+    try:
+        spec = importlib.util.find_spec("mdn_fast._C_cuda")
+    except (ImportError, ValueError) as e:
+        return f"mdn_fast._C_cuda cannot be found: {type(e).__name__}: {e}"
+    if spec is None:
+        return ("mdn_fast._C was built without CUDA kernels (CPU only); rebuild with a CUDA toolkit and "
+                "MDN_FAST_CUDA=1, or install the CUDA wheel of mdn-fast")
+    if not torch.version.cuda:
+        return f"torch {torch.__version__} is a CPU build: the CUDA kernels (mdn_fast._C_cuda) are not loaded"
+    built = _C_INFO().get("cuda_major")
+    if built and built != torch.version.cuda.split(".")[0]:
+        return (f"mdn_fast's CUDA kernels were built for CUDA {built}, this torch for CUDA {torch.version.cuda}: "
+                f"install the mdn-fast wheel built for CUDA {torch.version.cuda.split('.')[0]}, or rebuild from "
+                f"source (pip install --no-build-isolation .)")
+    try:
+        importlib.import_module("mdn_fast._C_cuda")
+    except Exception as e:
+        return f"mdn_fast._C_cuda failed to load: {type(e).__name__}: {e}"
+    return None
+
+
+def _C_INFO() -> dict[str, str]:
+    import mdn_fast._C as c
+    return dict(line.split("=", 1) for line in c.BUILD_INFO.splitlines() if "=" in line)
+
+
 _LOAD_ERROR = _load()
+_CUDA_ERROR = _load_cuda()
 
 
 def unavailable_reason() -> str | None:
@@ -65,12 +101,19 @@ def unavailable_reason() -> str | None:
 
 
 def build_info() -> dict[str, str]:
-    """What ``_C`` was built with, e.g. ``{"cpu": "1", "cuda": "1", "cuda_archs": "8.0;9.0+PTX"}``
-    (empty when it is unavailable)."""
+    """What the extension was built with, e.g. ``{"cpu": "1", "abi": "stable", "cuda": "1", "cuda_archs":
+    "8.0;9.0+PTX", "max_k": "16", ...}`` (``cuda`` is "1" when the CUDA kernels are loaded; empty when
+    ``_C`` is unavailable)."""
     if _LOAD_ERROR is not None:
         return {}
-    info = torch.ops.mdn_fast.build_info()
-    return dict(line.split("=", 1) for line in info.splitlines() if "=" in line)
+    info = _C_INFO()
+    if _CUDA_ERROR is None:
+        import mdn_fast._C_cuda as cc
+        info.update(line.split("=", 1) for line in cc.BUILD_INFO.splitlines() if "=" in line)
+    else:
+        info["cuda"] = "0"
+        info["cuda_reason"] = _CUDA_ERROR
+    return info
 
 
 def built_with_cuda() -> bool:
@@ -81,8 +124,8 @@ def unsupported_reason(op, device, dtype, sizes) -> str | None:
     if _LOAD_ERROR is not None:
         return _LOAD_ERROR
     device = torch.device(device)
-    if device.type == "cuda" and not built_with_cuda():
-        return "mdn_fast._C was built without CUDA kernels (CPU only); rebuild with a CUDA toolkit and MDN_FAST_CUDA=1"
+    if device.type == "cuda" and _CUDA_ERROR is not None:
+        return _CUDA_ERROR
     if device.type not in ("cpu", "cuda"):
         return f"no kernels for device type {device.type!r} (cpu and cuda only)"
     if dtype not in _DTYPES:
