@@ -76,10 +76,13 @@ def main() -> int:
         print(f"  {dev:<5} {op:<17} {dtype:<9} {', '.join(order):<24} {source}")
     build = info["cpp_build"]
     if build:
-        cuda = (f"yes, archs {build.get('cuda_archs') or '?'}" if build.get("cuda") == "1" else "no (CPU kernels only)")
+        cuda = (f"yes (mdn_fast._C_cuda), archs {build.get('cuda_archs') or '?'}" if build.get("cuda") == "1"
+                else f"no: {build.get('cuda_reason', 'CPU kernels only')}")
         print("mdn_fast._C")
+        print(f"  {'abi':<12} {'PyTorch stable ABI (one build for torch >= 2.11), Python limited API' if build.get('abi') == 'stable' else build.get('abi', '?')}")
         print(f"  {'cuda':<12} {cuda}")
-        print(f"  {'openmp':<12} {'yes' if build.get('openmp') == '1' else 'no (single-threaded CPU kernels)'}")
+        import torch
+        print(f"  {'threads':<12} CPU kernels on torch's intra-op pool ({torch.get_num_threads()} threads)")
     return 0
 
 

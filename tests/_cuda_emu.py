@@ -8,7 +8,7 @@
   ``cuda_fp16.h`` (a CUDA toolkit, or the nvidia wheels' headers) is found.
 - ``TensorRef``: the ctypes mirror of csrc/args/tensor_ref.h.
 - torch ops ``mdn_fast_cuda_emu::{entity_attention,routed_merge}_{fwd,bwd}`` with the schemas of
-  csrc/ops.cpp, registered with the fake impls and autograd of the ``cpp`` backend
+  csrc/torch/library.cpp, registered with the fake impls and autograd of the ``cpp`` backend
   (``cpp_backend.register_fakes_and_autograd``). Every call poisons: outputs (scratch included) start as NaN
   between guard pads that must be intact after the launch, and with ``nan_gaps`` on (the default) every
   any-strides input is copied into a strided view of a NaN-filled buffer (a gap in every dimension, every
@@ -315,7 +315,7 @@ def _define_ops():
     def rm_bwd(grad_y, grad_alpha, x_st, x_ts, weight, alpha, tau, mask):
         B, T, K, D = x_st.shape
         acc = weight.dtype
-        if grad_alpha is not None:  # as csrc/ops.cpp passes it: contiguous, accumulation dtype
+        if grad_alpha is not None:  # as csrc/torch/routed_merge_op.cpp passes it: contiguous, accumulation dtype
             grad_alpha = grad_alpha.to(acc).contiguous()
         outs = [_Guarded(x_st.shape, x_st.dtype), _Guarded(x_st.shape, x_st.dtype), _Guarded(weight.shape, acc),
                 _Guarded((K, 2), acc), _Guarded((B, K, 2), acc), _Guarded((B, K, 2 * D), acc)]

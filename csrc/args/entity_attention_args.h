@@ -1,5 +1,5 @@
 // entity_attention's argument plumbing, torch-free: checks the op's arguments and fills the kernels'
-// argument blocks (common/op_args.h). Used by the torch layer (ops.cpp: CPU and CUDA dispatch) and by the
+// argument blocks (common/op_args.h). Used by the torch layer (torch/*_op.cpp: CPU and CUDA) and by the
 // CUDA emulation (emu/emu_ops.cpp), so the emulated kernels get exactly the blocks a GPU launch gets.
 // Each call returns "" or the error naming the argument. Two steps per direction, because the caller
 // allocates the outputs in between (torch allocates them; the emulation adds guard pads):

@@ -1,6 +1,6 @@
 // A tensor as the argument plumbing sees it, without torch: data pointer, sizes and strides (in
 // elements), element type and device. Two callers describe their tensors this way: the torch layer
-// (ops.cpp, from at::Tensor) and the CUDA emulation's C entry points (emu/emu_ops.cpp, from Python's
+// (torch/stable_ref.h, from torch::stable::Tensor) and the CUDA emulation's C entry points (emu/emu_ops.cpp, from Python's
 // ctypes), so one piece of code (entity_attention_args.cpp, routed_merge_args.cpp) checks every op's
 // arguments and fills every kernel's argument block (common/op_args.h) for both.
 // Plain C layout: mdn_fast's CUDA emulation test harness mirrors it with ctypes (tests/_cuda_emu.py).

@@ -165,7 +165,7 @@ def routed_merge(x_st, x_ts, weight, bias, tau, mask):
 
 # --------------------------------------------------------------------------- fake impls and autograd
 def register_fakes_and_autograd(namespace: str) -> None:
-    """Fake impls and autograd of the four ops of ``namespace`` (their schemas are those of csrc/ops.cpp):
+    """Fake impls and autograd of the four ops of ``namespace`` (their schemas are those of csrc/torch/library.cpp):
     ``mdn_fast`` here, the CUDA emulation's namespace in the tests."""
     lib = namespace + "::"
     ns = getattr(torch.ops, namespace)
