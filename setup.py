@@ -99,9 +99,12 @@ def extensions():
         import torch
         from torch.utils import cpp_extension as ce
     except ImportError as e:
-        _log(f"torch is not importable at build time ({e}): pure-Python install, no mdn_fast._C. "
-             f"Install torch first and use `pip install --no-build-isolation -e .` to build the extension.")
-        return [], {}
+        # Never a silent pure-Python install: pip's build isolation installs torch (pyproject's
+        # build-system requires it); without isolation it must already be installed.
+        raise RuntimeError(
+            f"mdn_fast: torch is not importable at build time ({e}), so the C++ extension cannot be built. "
+            f"Install torch first and build with `pip install --no-build-isolation .`, let pip's build isolation "
+            f"install it (`pip install .`), or ask for a pure-Python install with MDN_FAST_BUILD_EXT=0.") from None
 
     want = os.environ.get("MDN_FAST_CUDA")
     toolkit = ce.CUDA_HOME if ce.CUDA_HOME and os.path.exists(os.path.join(ce.CUDA_HOME, "bin", "nvcc")) else None
