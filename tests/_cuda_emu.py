@@ -358,14 +358,10 @@ class _Backend:
 
     @staticmethod
     def unsupported_reason(op, device, dtype, sizes):
-        from mdn_fast._limits import fused_size_reason
+        from mdn_fast.ops import cpp_backend
         if torch.device(device).type != "cpu":
             return "the CUDA emulation runs on host memory (CPU tensors)"
-        if dtype not in _ELEM or dtype == torch.bool:
-            return f"dtype {dtype} is not supported (float32, float16, bfloat16, float64)"
-        if op == "entity_attention":
-            return fused_size_reason(sizes["T"], sizes["K"], sizes.get("Dh"), sizes.get("P"))
-        return None
+        return cpp_backend.kernel_reason(op, dtype, sizes)  # the CUDA kernels' own dtype and size rules
 
     @staticmethod
     def entity_attention(q, k, v, axes, mask, scale):

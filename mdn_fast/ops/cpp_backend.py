@@ -34,10 +34,17 @@ import os
 
 import torch
 
-from .._limits import AXES, acc_dtype, fused_size_reason
+from .._limits import AXES, OP_DTYPES, acc_dtype, fused_size_reason
 from ._autograd import register_entity_attention_autograd, register_routed_merge_autograd
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _find(name: str):
+    """``(spec or None, None)``, or ``(None, reason)`` when looking the module up itself failed."""
+    try:
+        return importlib.util.find_spec(name), None
+    except (ImportError, ValueError) as e:
+        return None, f"{name} cannot be found: {type(e).__name__}: {e}"
 
 
 def _load() -> str | None:
@@ -45,10 +52,9 @@ def _load() -> str | None:
     failure."""
     if os.environ.get("MDN_FAST_DISABLE_C", "0") == "1":
         return "disabled by MDN_FAST_DISABLE_C=1"
-    try:
-        spec = importlib.util.find_spec("mdn_fast._C")
-    except (ImportError, ValueError) as e:
-        return f"mdn_fast._C cannot be found: {type(e).__name__}: {e}"
+    spec, why = _find("mdn_fast._C")
+    if why:
+        return why
     if spec is None:
         return ("mdn_fast._C is not built (a pure-Python install): install a binary wheel of mdn-fast, or build "
                 "from a source checkout with `pip install --no-build-isolation -e .` (torch importable at build "
@@ -66,10 +72,9 @@ def _load_cuda() -> str | None:
     """Load ``mdn_fast._C_cuda`` (the CUDA kernels) when torch is a CUDA build; the reason it is not there."""
     if _LOAD_ERROR is not None:
         return _LOAD_ERROR
-    try:
-        spec = importlib.util.find_spec("mdn_fast._C_cuda")
-    except (ImportError, ValueError) as e:
-        return f"mdn_fast._C_cuda cannot be found: {type(e).__name__}: {e}"
+    spec, why = _find("mdn_fast._C_cuda")
+    if why:
+        return why
     if spec is None:
         return ("mdn_fast._C was built without CUDA kernels (CPU only); rebuild with a CUDA toolkit and "
                 "MDN_FAST_CUDA=1, or install the CUDA wheel of mdn-fast")
@@ -116,10 +121,6 @@ def build_info() -> dict[str, str]:
     return info
 
 
-def built_with_cuda() -> bool:
-    return build_info().get("cuda") == "1"
-
-
 def unsupported_reason(op, device, dtype, sizes) -> str | None:
     if _LOAD_ERROR is not None:
         return _LOAD_ERROR
@@ -128,7 +129,12 @@ def unsupported_reason(op, device, dtype, sizes) -> str | None:
         return _CUDA_ERROR
     if device.type not in ("cpu", "cuda"):
         return f"no kernels for device type {device.type!r} (cpu and cuda only)"
-    if dtype not in _DTYPES:
+    return kernel_reason(op, dtype, sizes)
+
+
+def kernel_reason(op, dtype, sizes) -> str | None:
+    """Why the C++ kernels (CPU and CUDA alike) refuse this dtype or these sizes; None when they take them."""
+    if dtype not in OP_DTYPES:
         return f"dtype {dtype} is not supported (float32, float16, bfloat16, float64)"
     if op == "entity_attention":
         return fused_size_reason(sizes["T"], sizes["K"], sizes.get("Dh"), sizes.get("P"))
