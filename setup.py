@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import sys
 
@@ -73,6 +74,38 @@ def _write_build_config(archs: str) -> str:
     return gen
 
 
+def _base_version() -> str:
+    """The release number, written once: mdn_fast/__init__.py's ``__version__`` (read as text: importing the
+    package would import torch and its backends)."""
+    text = open(os.path.join(ROOT, "mdn_fast", "__init__.py")).read()
+    return re.search(r'^__version__ = "([^"]+)"', text, re.M).group(1)
+
+
+def _wheel_version(ext_modules, cuda_version: str | None) -> str:
+    """The distribution's version: the release plus a local part naming what the compiled part targets, so
+    a CUDA wheel and a CPU-only one never share a file name: ``+cu130`` (``_C`` + ``_C_cuda`` for CUDA
+    13.0), ``+cpu`` (``_C`` only), none for a pure-Python install."""
+    base = _base_version()
+    if not ext_modules:
+        return base
+    return f"{base}+cu{cuda_version.replace('.', '')}" if cuda_version else f"{base}+cpu"
+
+
+def _persistent_build_ext(ce, torch):
+    """torch's BuildExtension with its objects kept in build/ninja-<torch>-<python> instead of the temporary
+    folder pip gives every build: ninja then recompiles only what changed, so the README's second command
+    (another ``pip install -e``) relinks instead of building the extension again."""
+    key = re.sub(r"[^A-Za-z0-9_.]+", "_", f"{torch.__version__}-{sys.implementation.cache_tag}")
+
+    class BuildExt(ce.BuildExtension):
+        def build_extension(self, ext) -> None:
+            # One folder per library: _C and _C_cuda compile the same op sources with other macros.
+            self.build_temp = os.path.join(ROOT, "build", f"ninja-{key}", ext.name.rsplit(".", 1)[-1])
+            super().build_extension(ext)
+
+    return BuildExt.with_options(use_ninja=True)
+
+
 def _write_limits_header() -> None:
     """csrc/common/limits.h from mdn_fast/_limits.py (the one table of limits), so the kernels can never be
     built with other limits than the Python layer checks. The module is loaded by path: importing the
@@ -91,10 +124,11 @@ def _write_limits_header() -> None:
 
 
 def extensions():
-    """(ext_modules, cmdclass) for setup(); empty when the extension is not wanted or cannot be built."""
+    """(ext_modules, cmdclass, CUDA version of the CUDA kernels or None) for setup(); no extension when
+    MDN_FAST_BUILD_EXT=0."""
     if os.environ.get("MDN_FAST_BUILD_EXT", "1") == "0":
         _log("MDN_FAST_BUILD_EXT=0: pure-Python install, no mdn_fast._C")
-        return [], {}
+        return [], {}, None
     _pick_cuda_home()
     try:
         import torch
@@ -147,9 +181,9 @@ def extensions():
             include_dirs=cuda_inc, define_macros=[("MDN_FAST_CUDA_LIBRARY", None), ("USE_CUDA", None)],
             extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]},
             py_limited_api=True))
-    return exts, {"build_ext": ce.BuildExtension.with_options(use_ninja=True)}
+    return exts, {"build_ext": _persistent_build_ext(ce, torch)}, (torch.version.cuda if with_cuda else None)
 
 
-ext_modules, cmdclass = extensions()
-setup(ext_modules=ext_modules, cmdclass=cmdclass,
+ext_modules, cmdclass, cuda_version = extensions()
+setup(version=_wheel_version(ext_modules, cuda_version), ext_modules=ext_modules, cmdclass=cmdclass,
       options={"bdist_wheel": {"py_limited_api": "cp310"}} if ext_modules else {})
