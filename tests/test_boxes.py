@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mdn_fast.data import ENTITIES, entity_boxes, entity_mask, get_layout
-from mdn_fast.data.boxes import MIN_ASPECT
+from mdn_fast.skeleton.boxes import MIN_ASPECT
 
 L = get_layout("body25")
 J = L.num_joints
@@ -213,7 +213,7 @@ def test_nonfinite_joint_is_a_missing_joint():
 
 
 def test_value_check_names_clip_frame_joint_and_fix():
-    from mdn_fast.data.validate import check_keypoint_values
+    from mdn_fast.skeleton.validate import check_keypoint_values
     kp = torch.rand(2, 3, J, 3) * 50
     check_keypoint_values(kp, "body25")                # finite: passes
     kp[1, 2, 7, 0] = float("nan")

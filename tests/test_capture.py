@@ -9,7 +9,7 @@ error). On a GPU, ``torch.cuda.set_sync_debug_mode("error")`` checks the eager s
 import pytest
 import torch
 
-from mdn_fast.data.layouts import ENTITIES
+from mdn_fast.skeleton.layouts import ENTITIES
 from mdn_fast.nn.micro_dualnet import MicroDualNet, MicroDualNetOutput
 from mdn_fast.ops import BACKENDS, unsupported_reason
 

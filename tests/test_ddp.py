@@ -1,6 +1,6 @@
 """DistributedDataParallel on the CPU (gloo backend, two processes on a loopback port).
 
-- Gradients: two ranks, each with half of a batch, through ``mdn_fast.distributed.wrap_model`` and
+- Gradients: two ranks, each with half of a batch, through ``mdn_fast.training.distributed.wrap_model`` and
   ``mdn_fast.training.forward_loss``; DDP's averaged gradients equal one process's gradients on the
   concatenated batch, MAC term included (``MACLoss`` all-gathers the pooled path features, so its
   negatives are the global batch). Also ``gather_rows`` with uneven shards.
@@ -44,7 +44,7 @@ def _worker(rank, world, port, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from mdn_fast import distributed as du
+    from mdn_fast.training import distributed as du
     from mdn_fast.training import forward_loss
     ctx = du.setup("cpu")
     try:

@@ -2,7 +2,7 @@
 import pytest
 
 from mdn_fast.data import ENTITIES, Layout, get_layout, layout_names, register_layout
-from mdn_fast.data import layouts as layouts_mod
+from mdn_fast.skeleton import layouts as layouts_mod
 
 
 def test_body25_registered_with_openpose_order():

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from mdn_fast.data.boxes import entity_boxes
-from mdn_fast.data.layouts import ENTITIES, get_layout
-from mdn_fast.data.layouts_extra import (COCO18_FROM_BODY25, HAND_BLOCKS, MIGA22_FROM_BODY25,
+from mdn_fast.skeleton.boxes import entity_boxes
+from mdn_fast.skeleton.layouts import ENTITIES, get_layout
+from mdn_fast.skeleton.layouts_extra import (COCO18_FROM_BODY25, HAND_BLOCKS, MIGA22_FROM_BODY25,
                                          hand_groups_swapped, swap_hand_groups)
 
 EXPECTED = {"coco18_hands28": (28, ENTITIES), "coco17": (17, ENTITIES), "miga22": (22, ENTITIES[:5])}

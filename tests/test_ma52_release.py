@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from mdn_fast.data.boxes import entity_boxes
-from mdn_fast.data.layouts import get_layout
+from mdn_fast.skeleton.boxes import entity_boxes
+from mdn_fast.skeleton.layouts import get_layout
 from mdn_fast.data.ma52 import AnnotationError, MA52Dataset, PosePickle, clip_key
 
 from tests._ma52_release import CLIPS, N_FRAMES, annotation, make_release, person, write_list, write_pose_pickle

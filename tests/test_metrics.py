@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from mdn_fast.metrics import f1_mean, f1_scores, macro_f1, micro_f1, topk_accuracy
+from mdn_fast.training.metrics import f1_mean, f1_scores, macro_f1, micro_f1, topk_accuracy
 
 sk = pytest.importorskip("sklearn.metrics")
 

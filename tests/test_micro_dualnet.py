@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import mdn_fast
-from mdn_fast.data.layouts import ENTITIES
+from mdn_fast.skeleton.layouts import ENTITIES
 from mdn_fast.nn.micro_dualnet import MicroDualNet
 
 from ._helpers import assert_matches_reference, skip_unless_supported

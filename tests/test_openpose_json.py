@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mdn_fast.data import openpose_json as oj
-from mdn_fast.data.layouts_extra import COCO18_FROM_BODY25, HAND_TIPS_21, MIGA22_FROM_BODY25
+from mdn_fast.skeleton.layouts_extra import COCO18_FROM_BODY25, HAND_TIPS_21, MIGA22_FROM_BODY25
 
 
 def _rand_kp(rng, J):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mdn_fast.data import ENTITIES, POSE_FEATURE_DIM, entity_joint_counts, get_layout, pose_features
-from mdn_fast.data.pose_features import body_centre_scale
+from mdn_fast.skeleton.pose_features import body_centre_scale
 
 L = get_layout("body25")
 J = L.num_joints

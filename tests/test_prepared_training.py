@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from mdn_fast.cli import main
-from mdn_fast.data.boxes import entity_boxes
-from mdn_fast.data.layouts_extra import swap_hand_groups
+from mdn_fast.skeleton.boxes import entity_boxes
+from mdn_fast.skeleton.layouts_extra import swap_hand_groups
 from mdn_fast.data.ma52 import MA52Dataset, rescale_keypoints
 from mdn_fast.data.prepare_videos import MANIFEST, prepare_videos
 from mdn_fast.data.video_fixtures import write_square_clip

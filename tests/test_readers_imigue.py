@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mdn_fast.data.imigue import IMiGUEDataset, IMiGUEFormatError, read_data, read_labels, valid_length
-from mdn_fast.data.layouts import get_layout
-from mdn_fast.data.layouts_extra import HAND_BLOCKS
+from mdn_fast.skeleton.layouts import get_layout
+from mdn_fast.skeleton.layouts_extra import HAND_BLOCKS
 
 LENGTHS = [90, 45, 7, 60, 3, 88]
 LABELS = [0, 31, 5, 12, 7, 20]

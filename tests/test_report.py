@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("matplotlib")
 
 from mdn_fast.cli import main
-from mdn_fast.plots import alpha_per_class, confusion_matrix, plot_curves
+from mdn_fast.training.plots import alpha_per_class, confusion_matrix, plot_curves
 from mdn_fast.training import TrainConfig, train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -5,9 +5,9 @@ import torchvision
 from torch import nn
 from torchvision.ops import roi_align
 
-from mdn_fast.data.boxes import entity_boxes, entity_mask
-from mdn_fast.data.layouts import ENTITIES
-from mdn_fast.data.pose_features import pose_features
+from mdn_fast.skeleton.boxes import entity_boxes, entity_mask
+from mdn_fast.skeleton.layouts import ENTITIES
+from mdn_fast.skeleton.pose_features import pose_features
 from mdn_fast.nn.spatial_entity import DEFAULT_REGIONS, SpatialEntityModule
 
 from ._model_helpers import body25_keypoints, frames

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from mdn_fast.cli import main
-from mdn_fast.data.layouts import ENTITIES
+from mdn_fast.skeleton.layouts import ENTITIES
 from mdn_fast.data.synthetic import SyntheticMicroActions
 from mdn_fast.training import (ConfigError, DatasetEntry, DatasetSpec, TrainConfig, build_datasets, dataset_names,
                                get_dataset, load_checkpoint, register_dataset, unregister_dataset)
@@ -113,11 +113,3 @@ def test_train_checks_a_config_changed_after_construction(tmp_path):
     with pytest.raises(ConfigError, match="grad_clip: expected a finite number"):
         train(cfg, log=lambda *a: None)
     assert not any(tmp_path.iterdir())
-
-
-def test_old_import_path_is_the_same_code():
-    import mdn_fast.train as old
-    import mdn_fast.training as new
-    for name in ("TrainConfig", "train", "evaluate_checkpoint", "load_checkpoint", "forward_loss", "build_datasets"):
-        assert getattr(old, name) is getattr(new, name), name
-    assert old.lr_factor(0, 2, 10) == 0.5

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from . import ma52 as _ma52
-from .layouts import get_layout
-from .layouts_extra import HAND_BLOCKS, hand_groups_swapped
+from ..skeleton.layouts import get_layout
+from ..skeleton.layouts_extra import HAND_BLOCKS, hand_groups_swapped
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .layouts import get_layout
-from .validate import as_integer
+from ..skeleton.layouts import get_layout
+from ..skeleton.validate import as_integer
 from . import safe_pickle
-from .layouts_extra import hand_groups_swapped, swap_hand_groups
+from ..skeleton.layouts_extra import hand_groups_swapped, swap_hand_groups
 from .video import tsn_sample_indices
 
 NUM_CLASSES = 32

@@ -58,10 +58,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .layouts import get_layout
-from .validate import as_integer
+from ..skeleton.layouts import get_layout
+from ..skeleton.validate import as_integer
 # importing layouts_extra registers coco18_hands28 / coco17 / miga22
-from .layouts_extra import HAND_BLOCKS, hand_groups_swapped, swap_hand_groups
+from ..skeleton.layouts_extra import HAND_BLOCKS, hand_groups_swapped, swap_hand_groups
 from . import openpose_json, safe_pickle
 from .prepare_videos import resolve_prepared
 from .video import (ClipReadError, VideoReadError, apply_to_frames, apply_to_keypoints, decode_sampled, frame_map,

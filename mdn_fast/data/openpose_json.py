@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .layouts import get_layout
-from .layouts_extra import COCO18_FROM_BODY25, HAND_TIPS_21, MIGA22_FROM_BODY25
+from ..skeleton.layouts import get_layout
+from ..skeleton.layouts_extra import COCO18_FROM_BODY25, HAND_TIPS_21, MIGA22_FROM_BODY25
 
 
 class OpenPoseFormatError(ValueError):

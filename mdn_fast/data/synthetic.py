@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .layouts import BODY25, ENTITIES
+from ..skeleton.layouts import BODY25, ENTITIES
 
 CLASS_NAMES = (
     "shrugging",            # 0  body        motion (a single raise and lower)

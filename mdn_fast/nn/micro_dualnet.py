@@ -11,7 +11,7 @@ no host synchronisation and no data-dependent Python branching (design.md §4.1)
 with ``torch.compile(fullgraph=True)`` and exports with ``torch.export``. Values are not checked: a joint
 holding a NaN or Inf is a missing joint (confidence 0), and non-finite frames give non-finite outputs.
 The value checks, which name where the bad value is, are opt-in: ``check_values`` (or
-``validate_values=True``, eager debugging) and ``mdn_fast.data.validate`` in the readers.
+``validate_values=True``, eager debugging) and ``mdn_fast.skeleton.validate`` in the readers.
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.boxes import check_keypoints
-from ..data.validate import check_frame_values, check_keypoint_values
-from ..data.layouts import ENTITIES, get_layout, layout_names
+from ..skeleton.boxes import check_keypoints
+from ..skeleton.validate import check_frame_values, check_keypoint_values
+from ..skeleton.layouts import ENTITIES, get_layout, layout_names
 from ..ops._backends import check_backend_name
 from ..ops._checks import check_tau
 from .dual_path_block import DualPathBlock

@@ -12,7 +12,7 @@ RGB branch: a torchvision ResNet with TSM runs on the ``B·T`` frames; its last 
   ``[i·s, (i+1)·s)``; keypoint boxes, in pixel-index units, are shifted by +0.5 into that continuous
   frame), refined by a depthwise-separable conv (depthwise 3×3 on the C backbone channels, pointwise
   1×1 to D, GroupNorm, GELU) and averaged to a D-vector.
-Boxes come from the keypoints (``mdn_fast.data.boxes.entity_boxes``); where the keypoints give no box
+Boxes come from the keypoints (``mdn_fast.skeleton.boxes.entity_boxes``); where the keypoints give no box
 (entity detected in no frame of the clip, or no keypoints at all) the entity's fixed default region
 is used: ``DEFAULT_REGIONS`` below, fractions of the frame for a person centred and facing the camera.
 Pose branch: ``pose_features`` (an entity's own joints, normalised to the body's centre and scale, with
@@ -32,8 +32,8 @@ import torchvision
 from torch import nn
 from torchvision.ops import roi_align
 
-from ..data.boxes import entity_boxes
-from ..data.layouts import get_layout
+from ..skeleton.boxes import entity_boxes
+from ..skeleton.layouts import get_layout
 from .tsm import insert_tsm
 
 MODALITIES = ("rgb+pose", "rgb", "pose")
@@ -225,7 +225,7 @@ class SpatialEntityModule(nn.Module):
 
     # -- pose -------------------------------------------------------------------------------------
     def pose_tokens(self, keypoints: torch.Tensor) -> torch.Tensor:
-        from ..data.pose_features import pose_features
+        from ..skeleton.pose_features import pose_features
         f = pose_features(keypoints, self.layout, self.entities, self.conf_thr)     # [B, T, K, Jmax, 5]
         return self.pose_mlp(f.flatten(-2).to(self.entity_embed.dtype))
 

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------ synthetic
 def _synthetic_spec(class_names=None) -> DatasetSpec:
-    from ..data.layouts import ENTITIES
+    from ..skeleton.layouts import ENTITIES
     from ..data.synthetic import BODY_NAMES, BODY_OF_CLASS, CLASS_NAMES
     return DatasetSpec("synthetic", len(CLASS_NAMES), len(BODY_NAMES), "body25", tuple(ENTITIES),
                        tuple(BODY_OF_CLASS), tuple(CLASS_NAMES), tuple(BODY_NAMES))
@@ -45,7 +45,7 @@ SYNTHETIC = register_dataset(DatasetEntry(
 
 # ------------------------------------------------------------------------------------------ MA-52
 def _ma52_spec(class_names=None) -> DatasetSpec:
-    from ..data.layouts import ENTITIES
+    from ..skeleton.layouts import ENTITIES
     from ..data.ma52 import BODY_NAMES, BODY_OF_ACTION, NUM_BODY_CLASSES, NUM_CLASSES
     return DatasetSpec("ma52", NUM_CLASSES, NUM_BODY_CLASSES, "coco18_hands28", tuple(ENTITIES),
                        tuple(BODY_OF_ACTION), tuple(class_names) if class_names else None, tuple(BODY_NAMES))
@@ -140,7 +140,7 @@ MA52 = register_dataset(DatasetEntry(
 # ------------------------------------------------------------------------------------------ iMiGUE
 def _imigue_spec(class_names=None) -> DatasetSpec:
     from ..data.imigue import NUM_CLASSES
-    from ..data.layouts import get_layout
+    from ..skeleton.layouts import get_layout
     return DatasetSpec("imigue", NUM_CLASSES, None, "miga22", tuple(get_layout("miga22").entities), None, None, None)
 
 

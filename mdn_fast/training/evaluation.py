@@ -6,8 +6,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from .. import checkpoint as ckpt_io
-from .. import distributed as dist_util
-from ..metrics import f1_scores, topk_accuracy
+from . import distributed as dist_util
+from .metrics import f1_scores, topk_accuracy
 from .config import TrainConfig, config_from_checkpoint
 from .extras import require_data_extras
 from .loader import loader_options

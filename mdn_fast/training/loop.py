@@ -11,7 +11,7 @@ Before any work, ``--out`` is created, checked for writing and locked (``run_sta
 ``outdir``): a second run on the same folder is refused. Ctrl-C stops the run at a step boundary and saves
 ``OUT/last.pt``, mid-epoch included (``interrupt``); ``--resume`` then runs the epoch's remaining batches.
 
-Multi-process: under ``torchrun`` the loop runs DistributedDataParallel (``mdn_fast.distributed``).
+Multi-process: under ``torchrun`` the loop runs DistributedDataParallel (``mdn_fast.training.distributed``).
 ``batch_size`` is the *global* batch, split evenly over the ranks; the MAC loss all-gathers every rank's
 pooled features (with gradients), so its negatives are the clips of the global batch and the gradient
 equals the single-process gradient on the concatenated batch (BatchNorm statistics aside, which are per
@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler, Sampler, Subset
 
 from .. import checkpoint as ckpt_io
-from .. import distributed as dist_util
+from . import distributed as dist_util
 from ..nn.micro_dualnet import MicroDualNet
 from .config import TrainConfig
 from .data_wait import DataWait, DataWaitLog

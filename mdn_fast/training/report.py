@@ -1,4 +1,4 @@
-"""``mdn-fast report``: evaluate a checkpoint on its val split and write the plots of ``mdn_fast.plots``
+"""``mdn-fast report``: evaluate a checkpoint on its val split and write the plots of ``mdn_fast.training.plots``
 (routing weights per class and entity, confusion matrices, training curves) and ``report.json``."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from ..plots import alpha_per_class, confusion_matrix, plot_confusion, plot_curves, plot_routing
+from .plots import alpha_per_class, confusion_matrix, plot_confusion, plot_curves, plot_routing
 from .evaluation import evaluate_checkpoint
 from .extras import require_extra
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .. import checkpoint as ckpt_io
-from .. import distributed as dist_util
+from . import distributed as dist_util
 from .outdir import OutLock, check_writable
 
 # Options that may change between a run and its resumption without a remark in the log.

@@ -8,7 +8,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from .. import distributed as dist_util
+from . import distributed as dist_util
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -3,7 +3,7 @@
 keypoints: ``[B, T, J, 3]`` (or ``[T, J, 3]``): x, y in frame pixels and a confidence; a missing joint is
 ``(0, 0, 0)`` as in OpenPose JSON, and so is a joint holding a NaN or Inf (no value check here: these
 functions run inside the model's forward, which must not sync with the host; the readers reject bad
-files through ``mdn_fast.data.validate``). A joint is *confident* when its confidence is ``> conf_thr``
+files through ``mdn_fast.skeleton.validate``). A joint is *confident* when its confidence is ``> conf_thr``
 (strictly, as OpenPose does).
 
 Box rules (chosen per entity by the layout, ``Layout.box_rule``):
@@ -46,7 +46,7 @@ def check_keypoints(keypoints, layout: Layout, name: str = "keypoints") -> tuple
     A joint holding a NaN or Inf (in x, y or confidence) comes back as a missing joint ``(0, 0, 0)``,
     computed with ``torch.where`` (no data-dependent branch): the model can run under
     ``torch.compile(fullgraph=True)`` and ``torch.export``. To *reject* such keypoints instead, naming
-    where they are, call ``mdn_fast.data.validate.check_keypoint_values`` (the readers do, where the bad
+    where they are, call ``mdn_fast.skeleton.validate.check_keypoint_values`` (the readers do, where the bad
     file is known). Errors name the argument, the expectation, what was given, and the fix."""
     if isinstance(keypoints, np.ndarray):
         keypoints = torch.from_numpy(keypoints)

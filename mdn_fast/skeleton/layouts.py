@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 #: The six entities of Micro-DualNet on MA-52 (design.md §1), in the model's K order.
 ENTITIES = ("head", "face", "left_hand", "right_hand", "torso", "lower_body")
 
-#: Box rules an entity may use (see ``mdn_fast.data.boxes``):
+#: Box rules an entity may use (see ``mdn_fast.skeleton.boxes``):
 #:   "extent"         box around the entity's confident joints plus a margin
 #:   "openpose_hand"  OpenPose's hand box from shoulder, elbow and wrist (``hand_arm_roles``)
 #:   "openpose_face"  OpenPose's face box from nose/neck, eyes and ears (roles below)
