@@ -92,9 +92,10 @@ def _wheel_version(ext_modules, cuda_version: str | None) -> str:
 
 
 def _persistent_build_ext(ce, torch):
-    """torch's BuildExtension with its objects kept in build/ninja-<torch>-<python> instead of the temporary
-    folder pip gives every build: ninja then recompiles only what changed, so the README's second command
-    (another ``pip install -e``) relinks instead of building the extension again."""
+    """torch's BuildExtension with its objects kept in build/ninja-<torch>-<python>/<library> instead of the
+    temporary folder pip gives every build: ninja then recompiles only what changed (by command line and
+    header dependencies), so a repeated ``pip install -e`` with the same settings relinks instead of building
+    the extension again. (The README's two commands still differ in MDN_FAST_CUDA, so they do not share it yet.)"""
     key = re.sub(r"[^A-Za-z0-9_.]+", "_", f"{torch.__version__}-{sys.implementation.cache_tag}")
 
     class BuildExt(ce.BuildExtension):
