@@ -170,15 +170,15 @@ def _op_launches(T, K, H, Dh, axes, dtype_name, has_mask, with_merge):
     mask = torch.empty(B, T, K, device="meta", dtype=torch.bool) if has_mask else None
 
     def run():
-        o, lse = ops.entity_attention(q, k, v, list(axes), mask, Dh ** -0.5)
-        ops.entity_attention_backward(o, q, k, v, lse, list(axes), mask, Dh ** -0.5)
+        o, lse = ops.entity_attention_fwd(q, k, v, list(axes), mask, Dh ** -0.5)
+        ops.entity_attention_bwd(o, q, k, v, lse, list(axes), mask, Dh ** -0.5)
         if with_merge:
             D = H * Dh
             x = torch.empty(B, T, K, D, **meta)
             w = torch.empty(K, 2, 2 * D, device="meta")
             bias = torch.empty(K, 2, device="meta")
-            y, alpha = ops.routed_merge(x, x, w, bias, 1.0, mask)
-            ops.routed_merge_backward(y, alpha, x, x, w, alpha, 1.0, mask)
+            y, alpha = ops.routed_merge_fwd(x, x, w, bias, 1.0, mask)
+            ops.routed_merge_bwd(y, alpha, x, x, w, alpha, 1.0, mask)
     return _record(run)
 
 

@@ -20,7 +20,7 @@ K = len(ENTITIES)
 MODALITIES = ("pose", "rgb+pose")
 # Fused ops in an exported graph, per backend: (namespace.name, count per block).
 FUSED_OPS = {"cpp": (("mdn_fast.entity_attention_fwd", 2), ("mdn_fast.routed_merge_fwd", 1)),
-             "triton": (("mdn_fast_triton.entity_attention", 2), ("mdn_fast_triton.routed_merge", 1)),
+             "triton": (("mdn_fast_triton.entity_attention_fwd", 2), ("mdn_fast_triton.routed_merge_fwd", 1)),
              "reference": ()}
 
 

@@ -134,14 +134,14 @@ def test_compile_fullgraph_matches_eager(backend):
 
 _RAW_FORWARD = {  # each fused backend's forward op: (out, its softmax statistic)
     "cpp": lambda: torch.ops.mdn_fast.entity_attention_fwd,
-    "triton": lambda: torch.ops.mdn_fast_triton.entity_attention,
+    "triton": lambda: torch.ops.mdn_fast_triton.entity_attention_fwd,
 }
 
 
 @pytest.mark.parametrize("backend", sorted(_RAW_FORWARD))
 def test_softmax_statistic_is_not_differentiable(backend):
-    """Both fused backends save a softmax statistic for their backward (C++: natural-log ``lse``, Triton:
-    base-2 ``lse2``); with the one autograd wiring (mdn_fast/ops/_autograd.py) neither is differentiable."""
+    """Both fused backends save the softmax statistic ``lse`` for their backward; with the one autograd
+    wiring (mdn_fast/ops/_autograd.py) it is not differentiable."""
     P, B, T, K, H, Dh = 2, 2, 3, 2, 1, 16
     skip_unless_supported(backend, {"entity_attention": dict(P=P, B=B, T=T, K=K, H=H, Dh=Dh)}, "cpu",
                           torch.float32)

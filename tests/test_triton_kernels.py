@@ -38,7 +38,7 @@ from mdn_fast.kernels.triton import entity_attention as kea  # noqa: E402
 from mdn_fast.kernels.triton import routed_merge as krm  # noqa: E402
 
 from . import _triton_interp_bf16 as interp_bf16  # noqa: E402
-from ._helpers import assert_close, check_routed_merge  # noqa: E402
+from ._helpers import assert_close, check_routed_merge, packed_qkv  # noqa: E402
 
 AXES = [("spatial", "temporal"), ("temporal", "spatial"), ("temporal",), ("spatial",)]
 
@@ -189,11 +189,11 @@ def test_opcheck_entity_attention_ops():
     mask = torch.tensor([[[True, False]] * T, [[True, True], [False, False], [True, False]]])
     ops = torch.ops.mdn_fast_triton
     for m in (None, mask):
-        torch.library.opcheck(ops.entity_attention, (q, k, v, [0, 1], m, 0.3))
-    _, lse2 = ops.entity_attention(q.detach(), k.detach(), v.detach(), [1, 0], mask, 0.3)
+        torch.library.opcheck(ops.entity_attention_fwd, (q, k, v, [0, 1], m, 0.3))
+    _, lse = ops.entity_attention_fwd(q.detach(), k.detach(), v.detach(), [1, 0], mask, 0.3)
     do = torch.randn(P, B, T, K, H, Dh, generator=gen)
-    torch.library.opcheck(ops.entity_attention_backward, (do, q.detach(), k.detach(), v.detach(), lse2, [1, 0],
-                                                          mask, 0.3))
+    torch.library.opcheck(ops.entity_attention_bwd, (do, q.detach(), k.detach(), v.detach(), lse, [1, 0],
+                                                     mask, 0.3))
 
 
 def test_opcheck_routed_merge_ops():
@@ -205,11 +205,68 @@ def test_opcheck_routed_merge_ops():
     mask = torch.rand(B, T, K, generator=gen) > 0.3
     ops = torch.ops.mdn_fast_triton
     for m in (None, mask):
-        torch.library.opcheck(ops.routed_merge, (xs, xt, w, b, 0.7, m))
-    _, alpha = ops.routed_merge(xs, xt, w, b, 0.7, mask)
+        torch.library.opcheck(ops.routed_merge_fwd, (xs, xt, w, b, 0.7, m))
+    _, alpha = ops.routed_merge_fwd(xs, xt, w, b, 0.7, mask)
     dy, da = torch.randn(B, T, K, D, generator=gen), torch.randn(B, K, 2, generator=gen)
-    torch.library.opcheck(ops.routed_merge_backward, (dy, da, xs.detach(), xt.detach(), w.detach(),
-                                                      alpha.detach(), 0.7, mask))
+    for grad_alpha in (da, None):  # grad_alpha is optional, as in the C++ schema
+        torch.library.opcheck(ops.routed_merge_bwd, (dy, grad_alpha, xs.detach(), xt.detach(), w.detach(),
+                                                     alpha.detach(), 0.7, mask))
+
+
+def _cpp_ops_or_skip():
+    from mdn_fast.ops import cpp_backend
+    why = cpp_backend.unavailable_reason()
+    if why:
+        pytest.skip(f"the C++ ops are not here to compare with: {why}")
+    return torch.ops.mdn_fast
+
+
+def test_schemas_match_the_cpp_ops():
+    """One op naming for both compiled backends: the Triton namespace has every C++ op, with the same
+    schema (names, argument names and types, optional arguments, returns), and nothing else."""
+    cpp, tri = _cpp_ops_or_skip(), torch.ops.mdn_fast_triton
+    from mdn_fast.ops._schemas import SCHEMAS
+    for name in SCHEMAS:
+        want = str(getattr(cpp, name).default._schema).split("::", 1)[1]
+        got = str(getattr(tri, name).default._schema).split("::", 1)[1]
+        assert got == want == name + SCHEMAS[name]
+    registered = {str(s.name).split("::", 1)[1] for s in torch._C._jit_get_all_schemas()
+                  if str(s.name).startswith(("mdn_fast::", "mdn_fast_triton::"))}
+    assert registered == set(SCHEMAS), "an op exists in one namespace only (or is missing from ops/_schemas.py)"
+
+
+def test_lse_is_the_cpp_lse():
+    """The forward's saved statistic means the same in both backends: the natural-log log-sum-exp, -inf
+    for a query whose group has no present key (a poisoned group's lse is unspecified: each backward
+    poisons that group's gradients from its inputs); and each backward accepts the other's lse (same
+    gradients as with its own)."""
+    cpp, tri = _cpp_ops_or_skip(), torch.ops.mdn_fast_triton
+    gen = torch.Generator().manual_seed(11)
+    P, B, T, K, H, Dh = 2, 2, 5, 3, 2, 16
+    q, k, v = packed_qkv(P, B, T, K, H, Dh, torch.float32, "cpu", generator=gen)
+    q = q * 3  # scores well away from 0, so lse is not near log(n)
+    mask = torch.rand(B, T, K, generator=gen) > 0.4
+    mask[1, :, 2] = False      # entity 2 absent from clip 1: its temporal groups are empty
+    mask[0, 3] = False         # frame 3 of clip 0 empty: its spatial groups are empty
+    mask[1, 4, 0] = True
+    k = k.clone()
+    k[0, 1, 4, 0, 1, 3] = float("nan")  # poisons one spatial group of path 0 (clip 1, frame 4, head 1)
+    o_c, lse_c = cpp.entity_attention_fwd(q, k, v, [0, 1], mask, 0.25)
+    o_t, lse_t = tri.entity_attention_fwd(q, k, v, [0, 1], mask, 0.25)
+    assert lse_t.dtype == lse_c.dtype == torch.float32 and lse_t.shape == lse_c.shape == (P, B, T, K, H)
+    poisoned = o_c.isnan().any(-1)
+    assert torch.equal(poisoned, o_t.isnan().any(-1)) and poisoned[0, 1, 4, :, 1].all() and poisoned.sum() == K
+    assert torch.isneginf(lse_c).any()  # the empty-group case is exercised
+    torch.testing.assert_close(lse_t[~poisoned], lse_c[~poisoned], rtol=1e-5, atol=1e-5)  # -inf == -inf
+    grad_out = torch.randn(P, B, T, K, H, Dh, generator=gen)
+    k_ok = torch.nan_to_num(k)
+    _, lse_c = cpp.entity_attention_fwd(q, k_ok, v, [0, 1], mask, 0.25)
+    _, lse_t = tri.entity_attention_fwd(q, k_ok, v, [0, 1], mask, 0.25)
+    for bwd, own, other in ((tri.entity_attention_bwd, lse_t, lse_c), (cpp.entity_attention_bwd, lse_c, lse_t)):
+        mine = bwd(grad_out, q, k_ok, v, own, [0, 1], mask, 0.25)
+        theirs = bwd(grad_out, q, k_ok, v, other, [0, 1], mask, 0.25)
+        for a, b in zip(mine, theirs):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_ops_stay_whole_in_compiled_graphs():
@@ -239,7 +296,7 @@ def test_ops_stay_whole_in_compiled_graphs():
     compiled = torch.compile(f, fullgraph=True, backend=aot_autograd(fw_compiler=capture, bw_compiler=capture))
     compiled(q, k, v, xs).backward()
     ops = {str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"}
-    for op in ("entity_attention", "entity_attention_backward", "routed_merge", "routed_merge_backward"):
+    for op in ("entity_attention_fwd", "entity_attention_bwd", "routed_merge_fwd", "routed_merge_bwd"):
         assert f"mdn_fast_triton.{op}.default" in ops, f"{op} was decomposed (or dropped) by functionalization"
 
 
@@ -258,11 +315,11 @@ def test_opcheck_cuda():
     P, B, T, K, H, Dh = 2, 2, 8, 6, 2, 32
     q, k, v = (torch.randn(P, B, T, K, H, Dh, device="cuda", requires_grad=True) for _ in range(3))
     mask = torch.rand(B, T, K, device="cuda") > 0.3
-    torch.library.opcheck(torch.ops.mdn_fast_triton.entity_attention, (q, k, v, [0, 1], mask, 0.2))
+    torch.library.opcheck(torch.ops.mdn_fast_triton.entity_attention_fwd, (q, k, v, [0, 1], mask, 0.2))
     xs, xt = (torch.randn(B, T, K, 64, device="cuda", requires_grad=True) for _ in range(2))
     w = torch.randn(K, 2, 128, device="cuda", requires_grad=True)
     b = torch.randn(K, 2, device="cuda", requires_grad=True)
-    torch.library.opcheck(torch.ops.mdn_fast_triton.routed_merge, (xs, xt, w, b, 1.0, mask))
+    torch.library.opcheck(torch.ops.mdn_fast_triton.routed_merge_fwd, (xs, xt, w, b, 1.0, mask))
 
 
 @pytest.mark.gpu

@@ -8,6 +8,7 @@
 #include "../common/limits.h"
 #include "stable_ref.h"
 
+// The same strings are mdn_fast/ops/_schemas.py (the Triton ops use them; a test compares the two).
 STABLE_TORCH_LIBRARY(mdn_fast, m) {
   m.def("entity_attention_fwd(Tensor q, Tensor k, Tensor v, int[] axes, Tensor? mask, float scale) -> (Tensor, Tensor)");
   m.def("entity_attention_bwd(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor lse, int[] axes, Tensor? mask, "

@@ -3,17 +3,16 @@ ops (``triton``, ``cpp``), so the backends cannot drift apart in what their grad
 
 A backend gives its forward op and a callable running its backward op, with these signatures:
 
-- ``entity_attention``: ``fwd(q, k, v, axes: int[], mask, scale) -> (out, stats)`` and
-  ``bwd(grad_out, q, k, v, stats, axes, mask, scale) -> (dq, dk, dv)``. ``stats`` is the backend's own
-  softmax statistic saved for the backward (its convention is the backend's: the C++ kernels keep the
-  natural-log ``lse``, the Triton kernels the base-2 ``lse2``); it is not a result, so it is marked
-  non-differentiable.
+- ``entity_attention``: ``fwd(q, k, v, axes: int[], mask, scale) -> (out, lse)`` and
+  ``bwd(grad_out, q, k, v, lse, axes, mask, scale) -> (dq, dk, dv)``. ``lse`` is the softmax statistic
+  saved for the backward (both backends: the natural-log log-sum-exp, ``-inf`` for an empty group); it is
+  not a result, so it is marked non-differentiable.
 - ``routed_merge``: ``fwd(x_st, x_ts, weight, bias, tau, mask) -> (y, alpha)`` and
-  ``bwd(dy, dalpha, x_st, x_ts, weight, alpha, tau, mask) -> (dx_st, dx_ts, dweight, dbias)``.
+  ``bwd(grad_y, grad_alpha, x_st, x_ts, weight, alpha, tau, mask) -> (dx_st, dx_ts, dweight, dbias)``.
 
 The same rules hold for both backends:
 - a result whose gradient is missing (None) contributes zero: ``entity_attention`` then has no gradient
-  at all (None), ``routed_merge`` passes zeros for the missing one of ``dy`` / ``dalpha``;
+  at all (None), ``routed_merge`` passes zeros for the missing one of ``grad_y`` / ``grad_alpha``;
 - every input gradient comes back in that input's dtype (a backend may compute it in another);
 - **higher-order gradients are those of the reference math.** The backward ops have no autograd formula
   of their own, so a backward taken with ``create_graph=True`` (a gradient penalty, a Hessian-vector
@@ -58,22 +57,22 @@ def register_entity_attention_autograd(fwd_op, bwd) -> None:
 
     def setup_context(ctx, inputs, output):
         q, k, v, axes, mask, scale = inputs
-        _, stats = output
-        ctx.save_for_backward(q, k, v, stats, mask)
+        _, lse = output
+        ctx.save_for_backward(q, k, v, lse, mask)
         ctx.axes, ctx.scale = list(axes), scale
         ctx.dtypes = (q.dtype, k.dtype, v.dtype)
-        ctx.mark_non_differentiable(stats)  # softmax statistics, not a result
+        ctx.mark_non_differentiable(lse)  # softmax statistics, not a result
 
-    def backward(ctx, grad_out, _grad_stats):
+    def backward(ctx, grad_out, _grad_lse):
         if grad_out is None:
             return None, None, None, None, None, None
-        q, k, v, stats, mask = ctx.saved_tensors
+        q, k, v, lse, mask = ctx.saved_tensors
         if _builds_graph(grad_out, q, k, v):  # create_graph=True: the reference's differentiable backward
             with torch.enable_grad():
                 out = reference.entity_attention(q, k, v, [AXES[a] for a in ctx.axes], mask, ctx.scale)
                 grads = _reference_grads((out,), (grad_out,), (q, k, v), ctx.needs_input_grad[:3])
         else:
-            grads = bwd(grad_out, q, k, v, stats, ctx.axes, mask, ctx.scale)
+            grads = bwd(grad_out, q, k, v, lse, ctx.axes, mask, ctx.scale)
         dq, dk, dv = (None if g is None else g.to(dt) for g, dt in zip(grads, ctx.dtypes))
         return dq, dk, dv, None, None, None
 
@@ -90,18 +89,18 @@ def register_routed_merge_autograd(fwd_op, bwd) -> None:
         ctx.tau = tau
         ctx.dtypes = (x_st.dtype, x_ts.dtype, weight.dtype, bias.dtype)
 
-    def backward(ctx, dy, dalpha):
+    def backward(ctx, grad_y, grad_alpha):
         x_st, x_ts, weight, bias, alpha, mask = ctx.saved_tensors
-        if _builds_graph(dy, dalpha, x_st, x_ts, weight, bias):  # create_graph=True: see the module's doc
+        if _builds_graph(grad_y, grad_alpha, x_st, x_ts, weight, bias):  # create_graph=True: see the module's doc
             with torch.enable_grad():
                 outs = reference.routed_merge(x_st, x_ts, weight, bias, ctx.tau, mask)
-                grads = _reference_grads(outs, (dy, dalpha), (x_st, x_ts, weight, bias), ctx.needs_input_grad[:4])
+                grads = _reference_grads(outs, (grad_y, grad_alpha), (x_st, x_ts, weight, bias), ctx.needs_input_grad[:4])
             return (*(None if g is None else g.to(dt) for g, dt in zip(grads, ctx.dtypes)), None, None)
-        if dy is None:
-            dy = torch.zeros_like(x_st)
-        if dalpha is None:
-            dalpha = torch.zeros_like(alpha)
-        grads = bwd(dy, dalpha, x_st, x_ts, weight, alpha, ctx.tau, mask)
+        if grad_y is None:
+            grad_y = torch.zeros_like(x_st)
+        if grad_alpha is None:
+            grad_alpha = torch.zeros_like(alpha)
+        grads = bwd(grad_y, grad_alpha, x_st, x_ts, weight, alpha, ctx.tau, mask)
         dx_st, dx_ts, dweight, dbias = (g.to(dt) for g, dt in zip(grads, ctx.dtypes))
         return dx_st, dx_ts, dweight, dbias, None, None
 

@@ -7,8 +7,8 @@ Ops (schemas in csrc/torch/library.cpp, implementations in csrc/torch/*_op.cpp):
 - ``entity_attention_fwd(q, k, v, axes: int[], mask, scale) -> (out, lse)``: q, k, v ``[P, B, T, K, H, Dh]``
   any strides; axes 0 = spatial, 1 = temporal; out contiguous in q's dtype; lse ``[P, B, T, K, H]`` in the
   accumulation dtype: the natural-log log-sum-exp of each query's scaled scores, ``-inf`` for a query
-  whose group has no present key (the backward's saved softmax statistics; the Triton backend's differs:
-  base 2, named ``lse2`` there).
+  whose group has no present key (the backward's saved softmax statistics; the Triton backend's
+  ``mdn_fast_triton`` ops have these names, schemas and conventions too).
 - ``entity_attention_bwd(grad_out, q, k, v, lse, axes, mask, scale) -> (dq, dk, dv)``.
 - ``routed_merge_fwd(x_st, x_ts, weight, bias, tau, mask) -> (y, alpha)``: weight ``[K, 2, 2D]`` and bias
   ``[K, 2]`` in the accumulation dtype (this wrapper casts them; autograd casts the gradients back).

@@ -3,17 +3,19 @@
 Ops (namespace ``mdn_fast_triton``), each a ``torch.library.triton_op`` whose Python body allocates its
 outputs and launches through ``wrap_triton`` (so its fake impl is the same body, traced, and
 ``torch.compile`` sees the kernels), with autograd wired to a backward op by the helpers of
-``ops._autograd`` that the C++ backend uses too:
-- ``entity_attention(q, k, v, int[] axes, Tensor? mask, float scale) -> (o, lse2)``; axes: 0 spatial,
-  1 temporal; ``o [P, B, T, K, H, Dh]`` contiguous in q's dtype; ``lse2 [P, B, T, K, H]`` float32, the
-  kernels' softmax statistic: the **base-2** log-sum-exp of each query's scaled scores, ``+inf`` for a
-  query whose group has no present key (so ``exp2(s - lse2)`` is 0 there). It is named ``lse2``, not
-  ``lse``, because the C++ backend's ``lse`` is the natural-log one (``-inf`` for empty groups); both are
-  internal to their backward (non-differentiable, never returned by the public op).
-- ``entity_attention_backward(do, q, k, v, lse2, axes, mask, scale) -> (dq, dk, dv)``, contiguous.
-- ``routed_merge(x_st, x_ts, weight, bias, float tau, Tensor? mask) -> (y, alpha)``.
-- ``routed_merge_backward(dy, dalpha, x_st, x_ts, weight, alpha, float tau, mask) -> (dx_st, dx_ts,
-  dweight, dbias)``.
+``ops._autograd`` that the C++ backend uses too. Names, schemas and return conventions are those of the
+C++ ops (``torch.ops.mdn_fast``, csrc/torch/library.cpp; the strings are ``ops._schemas.SCHEMAS``, which
+tests/test_triton_kernels.py checks against the C++ ones), so code written against one namespace runs on
+the other:
+- ``entity_attention_fwd(q, k, v, int[] axes, Tensor? mask, float scale) -> (out, lse)``; axes: 0 spatial,
+  1 temporal; ``out [P, B, T, K, H, Dh]`` contiguous in q's dtype; ``lse [P, B, T, K, H]`` float32, the
+  natural-log log-sum-exp of each query's scaled scores, ``-inf`` for a query whose group has no present
+  key (unspecified for a poisoned group, whose gradients the backward poisons from its inputs). Internal to the backward (non-differentiable, never returned by the
+  public op).
+- ``entity_attention_bwd(grad_out, q, k, v, lse, axes, mask, scale) -> (dq, dk, dv)``, contiguous.
+- ``routed_merge_fwd(x_st, x_ts, weight, bias, float tau, Tensor? mask) -> (y, alpha)``.
+- ``routed_merge_bwd(grad_y, Tensor? grad_alpha, x_st, x_ts, weight, alpha, float tau, mask) -> (dx_st,
+  dx_ts, dweight, dbias)``; a missing ``grad_alpha`` counts as zeros.
 
 Devices: CUDA tensors where Triton has a GPU driver; CPU tensors only through the Triton interpreter,
 i.e. when ``TRITON_INTERPRET=1`` was set before ``triton`` was first imported (``import mdn_fast``
@@ -32,6 +34,7 @@ import torch
 from .._debug import new_output
 from .._limits import AXES, fused_size_reason
 from ._autograd import register_entity_attention_autograd, register_routed_merge_autograd
+from ._schemas import SCHEMAS
 
 try:
     import triton  # noqa: F401
@@ -154,45 +157,44 @@ def _mask_arg(mask: Optional[torch.Tensor], like: torch.Tensor):
 if _IMPORT_ERROR is None:
 
     # ---------------------------------------------------------------- entity_attention
-    @triton_op("mdn_fast_triton::entity_attention", mutates_args=())
-    def _entity_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, axes: list[int],
+    @triton_op("mdn_fast_triton::entity_attention_fwd", mutates_args=(), schema=SCHEMAS["entity_attention_fwd"])
+    def _entity_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, axes: list[int],
                              mask: Optional[torch.Tensor], scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         P, B, T, K, H, Dh = q.shape
         o = new_output((P, B, T, K, H, Dh), q.dtype, q.device)
-        lse2 = new_output((P, B, T, K, H), torch.float32, q.device)
+        lse = new_output((P, B, T, K, H), torch.float32, q.device)
         cfg = _ea.launch_config(T, K, Dh, axes, q.dtype == torch.float32, _vectorised(q, k, v))
         m_arg, m_str = _mask_arg(mask, q)
         grid = (B * H * cfg["NGB"], P)
-        _launch(_ea.ea_fwd_kernel, grid, q, k, v, o, lse2, m_arg,
-                *_strides(q), *_strides(k), *_strides(v), *_strides(o), *_strides(lse2), *m_str,
+        _launch(_ea.ea_fwd_kernel, grid, q, k, v, o, lse, m_arg,
+                *_strides(q), *_strides(k), *_strides(v), *_strides(o), *_strides(lse), *m_str,
                 T, K, H, Dh, cfg["NGB"], cfg["axes_bits"], scale * _ea.LOG2E,
                 HAS_MASK=mask is not None, **cfg["fwd"])
-        return o, lse2
+        return o, lse
 
-    @triton_op("mdn_fast_triton::entity_attention_backward", mutates_args=())
-    def _entity_attention_backward_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                                      lse2: torch.Tensor, axes: list[int],
-                                      mask: Optional[torch.Tensor], scale: float
-                                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    @triton_op("mdn_fast_triton::entity_attention_bwd", mutates_args=(), schema=SCHEMAS["entity_attention_bwd"])
+    def _entity_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                              lse: torch.Tensor, axes: list[int], mask: Optional[torch.Tensor], scale: float
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         P, B, T, K, H, Dh = q.shape
         dq, dk, dv = (new_output((P, B, T, K, H, Dh), q.dtype, q.device) for _ in range(3))
-        cfg = _ea.launch_config(T, K, Dh, axes, q.dtype == torch.float32, _vectorised(q, k, v, do))
+        cfg = _ea.launch_config(T, K, Dh, axes, q.dtype == torch.float32, _vectorised(q, k, v, grad_out))
         m_arg, m_str = _mask_arg(mask, q)
         grid = (B * H * cfg["NGB"], P)
-        _launch(_ea.ea_bwd_kernel, grid, q, k, v, do, lse2, m_arg, dq, dk, dv,
-                *_strides(q), *_strides(k), *_strides(v), *_strides(do), *_strides(dq),
-                *_strides(lse2), *m_str,
+        _launch(_ea.ea_bwd_kernel, grid, q, k, v, grad_out, lse, m_arg, dq, dk, dv,
+                *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out), *_strides(dq),
+                *_strides(lse), *m_str,
                 T, K, H, Dh, cfg["NGB"], cfg["axes_bits"], scale * _ea.LOG2E, scale,
                 HAS_MASK=mask is not None, **cfg["bwd"])
         return dq, dk, dv
 
-    register_entity_attention_autograd(_entity_attention_op, _entity_attention_backward_op)
-    _keep_opaque_under_interpreter(_entity_attention_op)
-    _keep_opaque_under_interpreter(_entity_attention_backward_op)
+    register_entity_attention_autograd(_entity_attention_fwd, _entity_attention_bwd)
+    _keep_opaque_under_interpreter(_entity_attention_fwd)
+    _keep_opaque_under_interpreter(_entity_attention_bwd)
 
     # ---------------------------------------------------------------- routed_merge
-    @triton_op("mdn_fast_triton::routed_merge", mutates_args=())
-    def _routed_merge_op(x_st: torch.Tensor, x_ts: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+    @triton_op("mdn_fast_triton::routed_merge_fwd", mutates_args=(), schema=SCHEMAS["routed_merge_fwd"])
+    def _routed_merge_fwd(x_st: torch.Tensor, x_ts: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                          tau: float, mask: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         B, T, K, D = x_st.shape
         y = new_output((B, T, K, D), x_st.dtype, x_st.device)
@@ -206,21 +208,23 @@ if _IMPORT_ERROR is None:
                 BLOCK_D=cfg["BLOCK_D"], NCHUNK=cfg["NCHUNK"], num_warps=cfg["num_warps"])
         return y, alpha
 
-    @triton_op("mdn_fast_triton::routed_merge_backward", mutates_args=())
-    def _routed_merge_backward_op(dy: torch.Tensor, dalpha: torch.Tensor, x_st: torch.Tensor,
-                                  x_ts: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, tau: float,
-                                  mask: Optional[torch.Tensor]
-                                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    @triton_op("mdn_fast_triton::routed_merge_bwd", mutates_args=(), schema=SCHEMAS["routed_merge_bwd"])
+    def _routed_merge_bwd(grad_y: torch.Tensor, grad_alpha: Optional[torch.Tensor], x_st: torch.Tensor,
+                          x_ts: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, tau: float,
+                          mask: Optional[torch.Tensor]
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         B, T, K, D = x_st.shape
+        if grad_alpha is None:  # the C++ schema's convention: no gradient for alpha means zeros
+            grad_alpha = torch.zeros_like(alpha)
         dx_st, dx_ts = (new_output((B, T, K, D), x_st.dtype, x_st.device) for _ in range(2))
         dlogits = new_output((B, K, 2), torch.float32, x_st.device)
         pooled = new_output((B, K, 2 * D), torch.float32, x_st.device)
         cfg = _rm.launch_config(T, D)
         m_arg, m_str = _mask_arg(mask, x_st)
-        _launch(_rm.rm_bwd_kernel, (B * K,), dy, dalpha, x_st, x_ts, weight, alpha, m_arg,
+        _launch(_rm.rm_bwd_kernel, (B * K,), grad_y, grad_alpha, x_st, x_ts, weight, alpha, m_arg,
                 dx_st, dx_ts, dlogits, pooled,
-                *_strides(dy), *_strides(x_st), *_strides(x_ts), *_strides(dx_st), *_strides(weight),
-                *m_str, *_strides(alpha), *_strides(dalpha), T, K, D, 1.0 / tau,
+                *_strides(grad_y), *_strides(x_st), *_strides(x_ts), *_strides(dx_st), *_strides(weight),
+                *m_str, *_strides(alpha), *_strides(grad_alpha), T, K, D, 1.0 / tau,
                 HAS_MASK=mask is not None, SINGLE=cfg["SINGLE"], BLOCK_T=cfg["BLOCK_T"],
                 BLOCK_D=cfg["BLOCK_D"], NCHUNK=cfg["NCHUNK"], num_warps=cfg["num_warps"])
         # Router grads reduced over clips by torch (deterministic): dW[k] = dlogits[:, k]^T @ pooled[:, k].
@@ -228,17 +232,17 @@ if _IMPORT_ERROR is None:
         dbias = dlogits.sum(dim=0).to(weight.dtype)
         return dx_st, dx_ts, dweight, dbias
 
-    register_routed_merge_autograd(_routed_merge_op, _routed_merge_backward_op)
-    _keep_opaque_under_interpreter(_routed_merge_op)
-    _keep_opaque_under_interpreter(_routed_merge_backward_op)
+    register_routed_merge_autograd(_routed_merge_fwd, _routed_merge_bwd)
+    _keep_opaque_under_interpreter(_routed_merge_fwd)
+    _keep_opaque_under_interpreter(_routed_merge_bwd)
 
 
 def entity_attention(q, k, v, axes, mask, scale):
     """Backend entry (arguments validated by ``ops._checks``): ``[P, B, T, K, H, Dh]`` -> o, contiguous."""
     codes = [AXES.index(a) for a in axes]
-    return torch.ops.mdn_fast_triton.entity_attention(q, k, v, codes, mask, float(scale))[0]
+    return torch.ops.mdn_fast_triton.entity_attention_fwd(q, k, v, codes, mask, float(scale))[0]
 
 
 def routed_merge(x_st, x_ts, weight, bias, tau, mask):
     """Backend entry (arguments validated by ``ops._checks``): returns ``(y, alpha float32)``."""
-    return torch.ops.mdn_fast_triton.routed_merge(x_st, x_ts, weight, bias, float(tau), mask)
+    return torch.ops.mdn_fast_triton.routed_merge_fwd(x_st, x_ts, weight, bias, float(tau), mask)

@@ -2,8 +2,10 @@
 
 Layouts: q, k, v, o, do, dq, dk, dv ``[P, B, T, K, H, Dh]`` read and written through their strides (views
 of a packed QKV projection need no copy); mask ``[B, T, K]`` (uint8 view of the bool mask, any strides);
-lse ``[P, B, T, K, H]`` float32, the **base-2** log-sum-exp of each query's scaled scores (``+inf`` for
-a query whose group has no present key), saved by the forward for the backward.
+lse ``[P, B, T, K, H]`` float32, the natural-log log-sum-exp of each query's scaled scores (``-inf`` for
+a query whose group has no present key), saved by the forward for the backward: the same statistic, in
+the same convention, as the C++ kernels' ``lse`` (the kernels work in base 2 inside and convert at the
+store and the load, one multiply per row).
 
 Tiling. A program owns one (path p, clip b, head h) and a block of whole attention groups of that path:
 path p attends along ``axis_p``; its groups have ``n`` members (K entities of a frame when spatial, T
@@ -156,11 +158,21 @@ def _softmax_rows(s, allowed, poisoned):
 
 
 @triton.jit
-def _lse2(row_max, denom):
-    """Base-2 log-sum-exp of the rows, +inf for an empty group. Computed after the output is stored (the
-    row statistics stay two [BLOCK_R] vectors across the P @ V dots, not a third)."""
+def _lse(row_max, denom):
+    """Natural-log log-sum-exp of the rows (``row_max`` and the scores are in log2 units), -inf for an
+    empty group: the C++ kernels' convention. Computed after the output is stored (the row statistics
+    stay two [BLOCK_R] vectors across the P @ V dots, not a third)."""
     has_key = denom != 0.0
-    return tl.where(has_key, row_max + tl.log2(tl.where(has_key, denom, 1.0)), float("inf"))
+    return tl.where(has_key, (row_max + tl.log2(tl.where(has_key, denom, 1.0))) * 0.6931471805599453,
+                    float("-inf"))
+
+
+@triton.jit
+def _lse2_of(lse):
+    """The base-2 statistic the backward subtracts from its log2-unit scores, from the stored natural-log
+    ``lse``: an empty group's -inf becomes +inf, so ``exp2(s - lse2)`` is 0 there (it has no allowed pair
+    anyway); a poisoned row's NaN stays NaN."""
+    return tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
 
 
 @triton.jit
@@ -217,7 +229,7 @@ def _ea_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, m_ptr,
             acc = tl.dot(pv, v, input_precision=DOT_PREC) * inv[:, None]
             tl.store(o_ptr + o_rows[:, None] + d[None, :] * so_d, acc.to(o_ptr.dtype.element_ty), mask=ld)
     l_rows = p64 * sl_p + b * sl_b + h * sl_h + t * sl_t + e * sl_k
-    tl.store(lse_ptr + l_rows, _lse2(row_max, denom), mask=valid)
+    tl.store(lse_ptr + l_rows, _lse(row_max, denom), mask=valid)
 
 
 @triton.jit
@@ -233,13 +245,14 @@ def _ea_bwd(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, m_ptr, dq_ptr, dk_ptr, dv_ptr,
             HAS_MASK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK_D: tl.constexpr,
             WHOLE: tl.constexpr, DOT_PREC: tl.constexpr):
     # Same program -> groups mapping as the forward. dq, dk, dv share the strides sg_* (one layout).
-    # Empty-group rows have lse = +inf and no allowed pair: probabilities 0, so all their grads are 0.
+    # Empty-group rows have lse = -inf (lse2 = +inf) and no allowed pair: probabilities 0, so all their
+    # grads are 0.
     # A poisoned row has NaN at every allowed pair (here, or through the forward's NaN lse).
     p64, b, h, gl, t, e, valid = _program_rows(T, K, H, NGB, axes_bits, BLOCK_R)
     key_ok, allowed = _key_rows(m_ptr, b, t, e, valid, gl, sm_b, sm_t, sm_k, HAS_MASK)
     g_rows = p64 * sg_p + b * sg_b + h * sg_h + t * sg_t + e * sg_k
     l_rows = p64 * sl_p + b * sl_b + h * sl_h + t * sl_t + e * sl_k
-    lse = tl.load(lse_ptr + l_rows, mask=valid, other=float("inf"))
+    lse = _lse2_of(tl.load(lse_ptr + l_rows, mask=valid, other=float("-inf")))  # base 2 from here on
     if WHOLE:
         # Whole rows. Each gradient is stored as soon as it is complete and the pair mask dies with P,
         # so fewer tiles are live at once (registers, hence occupancy).
