@@ -141,7 +141,7 @@ def test_first_order_backward_is_the_fused_kernel(op, backend):
     dtype = torch.float32
     _skip(backend, op, dtype)
     ins, mask = (_ea_inputs if op == "entity_attention" else _rm_inputs)(dtype)
-    bwd = {"cpp": op + "_bwd", "triton": op + "_backward"}[backend]
+    bwd = {"cpp": "mdn_fast.", "triton": "mdn_fast_triton."}[backend] + op + "_bwd."  # str(OpOverload)
 
     def run(create_graph):
         if op == "entity_attention":

@@ -168,7 +168,7 @@ if _IMPORT_ERROR is None:
         grid = (B * H * cfg["NGB"], P)
         _launch(_ea.ea_fwd_kernel, grid, q, k, v, o, lse, m_arg,
                 *_strides(q), *_strides(k), *_strides(v), *_strides(o), *_strides(lse), *m_str,
-                T, K, H, Dh, cfg["NGB"], cfg["axes_bits"], scale * _ea.LOG2E,
+                T, K, H, Dh, cfg["NGB"], cfg["axes_bits"], scale,
                 HAS_MASK=mask is not None, **cfg["fwd"])
         return o, lse
 
@@ -184,7 +184,7 @@ if _IMPORT_ERROR is None:
         _launch(_ea.ea_bwd_kernel, grid, q, k, v, grad_out, lse, m_arg, dq, dk, dv,
                 *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out), *_strides(dq),
                 *_strides(lse), *m_str,
-                T, K, H, Dh, cfg["NGB"], cfg["axes_bits"], scale * _ea.LOG2E, scale,
+                T, K, H, Dh, cfg["NGB"], cfg["axes_bits"], scale,
                 HAS_MASK=mask is not None, **cfg["bwd"])
         return dq, dk, dv
 

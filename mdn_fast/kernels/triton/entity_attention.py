@@ -4,8 +4,11 @@ Layouts: q, k, v, o, do, dq, dk, dv ``[P, B, T, K, H, Dh]`` read and written thr
 of a packed QKV projection need no copy); mask ``[B, T, K]`` (uint8 view of the bool mask, any strides);
 lse ``[P, B, T, K, H]`` float32, the natural-log log-sum-exp of each query's scaled scores (``-inf`` for
 a query whose group has no present key), saved by the forward for the backward: the same statistic, in
-the same convention, as the C++ kernels' ``lse`` (the kernels work in base 2 inside and convert at the
-store and the load, one multiply per row).
+the same convention, as the C++ kernels' ``lse``. The kernels work in natural-log units throughout
+(``exp``, not ``exp2``), so the backward's ``s * scale - lse`` is bit for bit the forward's
+``s * scale - row_max - log(denom)``: a base-2 kernel storing a natural-log lse would round it twice
+(ln 2 on the store, log2 e on the load), and at large scales that error, times ``scale``, reaches the
+gradients of a saturated softmax, which must be exactly 0.
 
 Tiling. A program owns one (path p, clip b, head h) and a block of whole attention groups of that path:
 path p attends along ``axis_p``; its groups have ``n`` members (K entities of a frame when spatial, T
@@ -44,9 +47,6 @@ import triton
 import triton.language as tl
 
 from . import check_flavour, next_pow2
-
-LOG2E = 1.4426950408889634
-
 
 @triton.jit
 def _program_rows(T, K, H, NGB, axes_bits, BLOCK_R: tl.constexpr):
@@ -143,14 +143,14 @@ def _chunked_scores(q_ptr, k_ptr, p64, b, h, t, e, valid, key_ok, DH,
 @triton.jit
 def _softmax_rows(s, allowed, poisoned):
     """Probabilities ``pr`` (unnormalised: row max subtracted), ``1 / denominator``, row max and
-    denominator of score rows ``s`` (log2 units) over the ``allowed`` pairs; ``poisoned`` pairs become NaN.
+    denominator of score rows ``s`` (scaled, natural-log units) over the ``allowed`` pairs; ``poisoned`` pairs become NaN.
 
     Allowed scores are finite or NaN (poison), so a row max of -inf means an empty group. A row with a
     key has denom >= 1, an empty one 0 (output 0), a poisoned one NaN (stays poisoned: NaN != 0)."""
     s = tl.where(allowed, tl.where(poisoned, float("nan"), s), float("-inf"))
     row_max = tl.max(s, axis=1)
     row_max = tl.where(row_max == float("-inf"), 0.0, row_max)
-    pr = tl.exp2(s - row_max[:, None])
+    pr = tl.exp(s - row_max[:, None])
     denom = tl.sum(pr, axis=1)
     has_key = denom != 0.0
     inv = tl.where(has_key, 1.0 / tl.where(has_key, denom, 1.0), 0.0)
@@ -159,20 +159,18 @@ def _softmax_rows(s, allowed, poisoned):
 
 @triton.jit
 def _lse(row_max, denom):
-    """Natural-log log-sum-exp of the rows (``row_max`` and the scores are in log2 units), -inf for an
-    empty group: the C++ kernels' convention. Computed after the output is stored (the row statistics
+    """Natural-log log-sum-exp of the rows, -inf for an empty group: the C++ kernels' convention. Computed after the output is stored (the row statistics
     stay two [BLOCK_R] vectors across the P @ V dots, not a third)."""
     has_key = denom != 0.0
-    return tl.where(has_key, (row_max + tl.log2(tl.where(has_key, denom, 1.0))) * 0.6931471805599453,
-                    float("-inf"))
+    return tl.where(has_key, row_max + tl.log(tl.where(has_key, denom, 1.0)), float("-inf"))
 
 
 @triton.jit
-def _lse2_of(lse):
-    """The base-2 statistic the backward subtracts from its log2-unit scores, from the stored natural-log
-    ``lse``: an empty group's -inf becomes +inf, so ``exp2(s - lse2)`` is 0 there (it has no allowed pair
-    anyway); a poisoned row's NaN stays NaN."""
-    return tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
+def _bwd_lse(lse):
+    """The statistic the backward subtracts from its scaled scores, from the stored ``lse``: an empty
+    group's -inf becomes +inf, so ``exp(s - lse)`` is 0 there (it has no allowed pair anyway); a poisoned
+    row's NaN stays NaN."""
+    return tl.where(lse == float("-inf"), float("inf"), lse)
 
 
 @triton.jit
@@ -193,7 +191,7 @@ def _ea_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, m_ptr,
             so_p, so_b, so_t, so_k, so_h, so_d,
             sl_p, sl_b, sl_t, sl_k, sl_h,
             sm_b, sm_t, sm_k,
-            T, K, H, DH, NGB, axes_bits, qk_scale,
+            T, K, H, DH, NGB, axes_bits, scale,
             HAS_MASK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK_D: tl.constexpr,
             WHOLE: tl.constexpr, DOT_PREC: tl.constexpr):
     p64, b, h, gl, t, e, valid = _program_rows(T, K, H, NGB, axes_bits, BLOCK_R)
@@ -216,7 +214,7 @@ def _ea_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, m_ptr,
             d, ld = _cols(c, valid, DH, CHUNK_D)
             bad_kv = bad_kv | _load_rows(v_ptr, p64, b, h, t, e, d, ld, key_ok,
                                          sv_p, sv_b, sv_t, sv_k, sv_h, sv_d)[1]
-    pr, inv, row_max, denom = _softmax_rows(s * qk_scale, allowed, bad_q[:, None] | bad_kv[None, :])  # log2
+    pr, inv, row_max, denom = _softmax_rows(s * scale, allowed, bad_q[:, None] | bad_kv[None, :])
     o_rows = p64 * so_p + b * so_b + h * so_h + t * so_t + e * so_k
     if WHOLE:
         acc = tl.dot(pr.to(v.dtype), v, input_precision=DOT_PREC) * inv[:, None]
@@ -241,18 +239,18 @@ def _ea_bwd(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, m_ptr, dq_ptr, dk_ptr, dv_ptr,
             sg_p, sg_b, sg_t, sg_k, sg_h, sg_d,
             sl_p, sl_b, sl_t, sl_k, sl_h,
             sm_b, sm_t, sm_k,
-            T, K, H, DH, NGB, axes_bits, qk_scale, scale,
+            T, K, H, DH, NGB, axes_bits, scale,
             HAS_MASK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK_D: tl.constexpr,
             WHOLE: tl.constexpr, DOT_PREC: tl.constexpr):
     # Same program -> groups mapping as the forward. dq, dk, dv share the strides sg_* (one layout).
-    # Empty-group rows have lse = -inf (lse2 = +inf) and no allowed pair: probabilities 0, so all their
+    # Empty-group rows have lse = -inf (+inf here) and no allowed pair: probabilities 0, so all their
     # grads are 0.
     # A poisoned row has NaN at every allowed pair (here, or through the forward's NaN lse).
     p64, b, h, gl, t, e, valid = _program_rows(T, K, H, NGB, axes_bits, BLOCK_R)
     key_ok, allowed = _key_rows(m_ptr, b, t, e, valid, gl, sm_b, sm_t, sm_k, HAS_MASK)
     g_rows = p64 * sg_p + b * sg_b + h * sg_h + t * sg_t + e * sg_k
     l_rows = p64 * sl_p + b * sl_b + h * sl_h + t * sl_t + e * sl_k
-    lse = _lse2_of(tl.load(lse_ptr + l_rows, mask=valid, other=float("-inf")))  # base 2 from here on
+    lse = _bwd_lse(tl.load(lse_ptr + l_rows, mask=valid, other=float("-inf")))
     if WHOLE:
         # Whole rows. Each gradient is stored as soon as it is complete and the pair mask dies with P,
         # so fewer tiles are live at once (registers, hence occupancy).
@@ -262,9 +260,9 @@ def _ea_bwd(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, m_ptr, dq_ptr, dk_ptr, dv_ptr,
         k, bad_k = _load_rows(k_ptr, p64, b, h, t, e, d, ld, key_ok, sk_p, sk_b, sk_t, sk_k, sk_h, sk_d)
         v, bad_v = _load_rows(v_ptr, p64, b, h, t, e, d, ld, key_ok, sv_p, sv_b, sv_t, sv_k, sv_h, sv_d)
         do, bad_do = _load_rows(do_ptr, p64, b, h, t, e, d, ld, valid, sdo_p, sdo_b, sdo_t, sdo_k, sdo_h, sdo_d)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * scale
         s = tl.where((bad_q | bad_do)[:, None] | (bad_k | bad_v)[None, :], float("nan"), s)
-        pr = tl.where(allowed, tl.exp2(s - lse[:, None]), 0.0)
+        pr = tl.where(allowed, tl.exp(s - lse[:, None]), 0.0)
         dv = tl.dot(tl.trans(pr).to(do.dtype), do, input_precision=DOT_PREC)
         tl.store(dv_ptr + g_offs, dv.to(dv_ptr.dtype.element_ty), mask=ld)
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)                 # finite: finite operands
@@ -291,8 +289,8 @@ def _ea_bwd(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, m_ptr, dq_ptr, dk_ptr, dv_ptr,
             dp += tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
             bad_r = bad_r | bdo
             bad_c = bad_c | bv
-        s = tl.where(bad_r[:, None] | bad_c[None, :], float("nan"), s * qk_scale)
-        pr = tl.where(allowed, tl.exp2(s - lse[:, None]), 0.0)
+        s = tl.where(bad_r[:, None] | bad_c[None, :], float("nan"), s * scale)
+        pr = tl.where(allowed, tl.exp(s - lse[:, None]), 0.0)
         dtype = q_ptr.dtype.element_ty
         pr_t = tl.trans(pr).to(dtype)
         for c in tl.range(0, BLOCK_D, CHUNK_D, num_stages=1):
