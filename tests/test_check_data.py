@@ -149,3 +149,16 @@ def test_imigue(tmp_path):
     assert {p.clip for p in rep.warnings} == {"v2 (#2)", "v3 (#3)"}
     assert [p.split for p in rep.errors] == ["val"] and "3 labels but" in rep.errors[0].message
     assert "valid_label.pkl" in rep.format()
+
+
+def test_prepared_videos_that_are_not_prepared(clean, tmp_path):
+    """``prepared=`` naming a folder without a manifest: an error per split naming the folder, never a
+    crash, and no video counted as checked from the raw folder left behind."""
+    not_prepared = tmp_path / "not_prepared"
+    not_prepared.mkdir()
+    rep = check_dataset("ma52", clean, progress=False, prepared=not_prepared)
+    assert not rep.ok
+    for split in ("train", "val"):
+        errs = [p for p in rep.problems if p.split == split and p.severity == ERROR]
+        assert any("prepared" in p.message and "not_prepared" in p.message for p in errs), rep.format()
+        assert rep.splits[split].counts["videos_ok"] == 0

@@ -319,10 +319,12 @@ def _check_ma52(root, splits, modality, lists, videos, pose, layout, check_video
                                 f"than layout {lay.name!r} says", "hand_swap")
 
         # ---- videos
-        vdir = None
+        vdir = manifest = None
         try:
-            vdir = _ma52.find_video_dir(root, split, videos, first_clip=entries[0][0])
-            vdir, manifest = _ma52.resolve_prepared(vdir, prepared, root=root)
+            # Both found, or neither: a prepared folder that is not one (no manifest) must not leave the
+            # raw folder behind as if it had been checked.
+            found = _ma52.find_video_dir(root, split, videos, first_clip=entries[0][0])
+            vdir, manifest = _ma52.resolve_prepared(found, prepared, root=root)
             sr.files["videos"] = str(vdir) + (" (prepared)" if manifest is not None else "")
         except FileNotFoundError as e:
             rep.add(ERROR if need_video else INFO, split, videos or root, None, None, str(e),
