@@ -4,7 +4,8 @@ The C++ library declares these in csrc/torch/library.cpp (``STABLE_TORCH_LIBRARY
 Triton backend registers its ops in ``mdn_fast_triton`` with exactly these strings, so both namespaces
 take the same arguments by the same names and return the same things. Written twice (C++ cannot import
 Python and the Triton backend must work without the compiled part); tests/test_triton_kernels.py
-``test_schemas_match_the_cpp_ops`` fails if the two copies drift.
+``test_schemas_match_the_cpp_ops`` fails if the two copies drift. (torch 2.11's ``triton_op`` drops
+``schema=`` and infers one from the type hints: there ``axes`` reads ``SymInt[]``, the only difference.)
 
 ``lse`` is the softmax statistic saved for the backward: the natural-log log-sum-exp of each query's
 scaled scores, ``-inf`` for a query whose group has no present key (unspecified for a poisoned group: each

@@ -5,10 +5,10 @@ of a packed QKV projection need no copy); mask ``[B, T, K]`` (uint8 view of the 
 lse ``[P, B, T, K, H]`` float32, the natural-log log-sum-exp of each query's scaled scores (``-inf`` for
 a query whose group has no present key), saved by the forward for the backward: the same statistic, in
 the same convention, as the C++ kernels' ``lse``. The kernels work in natural-log units throughout
-(``exp``, not ``exp2``), so the backward's ``s * scale - lse`` is bit for bit the forward's
-``s * scale - row_max - log(denom)``: a base-2 kernel storing a natural-log lse would round it twice
-(ln 2 on the store, log2 e on the load), and at large scales that error, times ``scale``, reaches the
-gradients of a saturated softmax, which must be exactly 0.
+(``_exp``: ``exp2`` of a natural-unit difference times log2 e), so the backward's ``s * scale - lse`` is
+bit for bit the forward's ``s * scale - row_max - log(denom)``: a base-2 kernel storing a natural-log
+lse would round it twice (ln 2 on the store, log2 e on the load), and at large scales that error, times
+``scale``, reaches the gradients of a saturated softmax, which must be exactly 0.
 
 Tiling. A program owns one (path p, clip b, head h) and a block of whole attention groups of that path:
 path p attends along ``axis_p``; its groups have ``n`` members (K entities of a frame when spatial, T
@@ -141,6 +141,14 @@ def _chunked_scores(q_ptr, k_ptr, p64, b, h, t, e, valid, key_ok, DH,
 
 
 @triton.jit
+def _exp(x):
+    """e ** x as ``exp2(x * log2 e)``: one multiply and the hardware ``ex2``. Triton's ``tl.exp`` costs
+    registers here (the chunked 64-row configurations spilled 8-16 B with it: kernel_resources); the
+    argument is still the natural-unit difference, so the backward's ``s - lse`` stays the forward's."""
+    return tl.exp2(x * 1.4426950408889634)
+
+
+@triton.jit
 def _softmax_rows(s, allowed, poisoned):
     """Probabilities ``pr`` (unnormalised: row max subtracted), ``1 / denominator``, row max and
     denominator of score rows ``s`` (scaled, natural-log units) over the ``allowed`` pairs; ``poisoned`` pairs become NaN.
@@ -150,7 +158,7 @@ def _softmax_rows(s, allowed, poisoned):
     s = tl.where(allowed, tl.where(poisoned, float("nan"), s), float("-inf"))
     row_max = tl.max(s, axis=1)
     row_max = tl.where(row_max == float("-inf"), 0.0, row_max)
-    pr = tl.exp(s - row_max[:, None])
+    pr = _exp(s - row_max[:, None])
     denom = tl.sum(pr, axis=1)
     has_key = denom != 0.0
     inv = tl.where(has_key, 1.0 / tl.where(has_key, denom, 1.0), 0.0)
@@ -159,10 +167,12 @@ def _softmax_rows(s, allowed, poisoned):
 
 @triton.jit
 def _lse(row_max, denom):
-    """Natural-log log-sum-exp of the rows, -inf for an empty group: the C++ kernels' convention. Computed after the output is stored (the row statistics
-    stay two [BLOCK_R] vectors across the P @ V dots, not a third)."""
+    """Natural-log log-sum-exp of the rows, -inf for an empty group: the C++ kernels' convention.
+    Computed after the output is stored (the row statistics stay two [BLOCK_R] vectors across the P @ V
+    dots, not a third)."""
     has_key = denom != 0.0
-    return tl.where(has_key, row_max + tl.log(tl.where(has_key, denom, 1.0)), float("-inf"))
+    ln_denom = tl.log2(tl.where(has_key, denom, 1.0)) * 0.6931471805599453   # ln via lg2 (cheaper than tl.log)
+    return tl.where(has_key, row_max + ln_denom, float("-inf"))
 
 
 @triton.jit
@@ -262,7 +272,7 @@ def _ea_bwd(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, m_ptr, dq_ptr, dk_ptr, dv_ptr,
         do, bad_do = _load_rows(do_ptr, p64, b, h, t, e, d, ld, valid, sdo_p, sdo_b, sdo_t, sdo_k, sdo_h, sdo_d)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * scale
         s = tl.where((bad_q | bad_do)[:, None] | (bad_k | bad_v)[None, :], float("nan"), s)
-        pr = tl.where(allowed, tl.exp(s - lse[:, None]), 0.0)
+        pr = tl.where(allowed, _exp(s - lse[:, None]), 0.0)
         dv = tl.dot(tl.trans(pr).to(do.dtype), do, input_precision=DOT_PREC)
         tl.store(dv_ptr + g_offs, dv.to(dv_ptr.dtype.element_ty), mask=ld)
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)                 # finite: finite operands
@@ -290,7 +300,7 @@ def _ea_bwd(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, m_ptr, dq_ptr, dk_ptr, dv_ptr,
             bad_r = bad_r | bdo
             bad_c = bad_c | bv
         s = tl.where(bad_r[:, None] | bad_c[None, :], float("nan"), s * scale)
-        pr = tl.where(allowed, tl.exp(s - lse[:, None]), 0.0)
+        pr = tl.where(allowed, _exp(s - lse[:, None]), 0.0)
         dtype = q_ptr.dtype.element_ty
         pr_t = tl.trans(pr).to(dtype)
         for c in tl.range(0, BLOCK_D, CHUNK_D, num_stages=1):
