@@ -3,7 +3,8 @@ backend (csrc/): ``mdn_fast._C`` (the op schemas and the CPU kernels, always) an
 CUDA kernels, when a CUDA toolkit is found *and* torch is a CUDA build). Both use only PyTorch's stable ABI
 (targeting torch 2.11) and Python's limited API (3.10), so one build loads under every torch >= 2.11 and
 every Python >= 3.10. They are built with ``torch.utils.cpp_extension`` (ninja), so torch must be
-importable at build time: install with ``pip install --no-build-isolation -e .``.
+importable at build time: pip's build isolation installs it (pyproject's build requirements); with
+``pip install --no-build-isolation -e .`` (the README's commands) the installed torch is used.
 
 Environment:
   MDN_FAST_BUILD_EXT=0   pure-Python install (no ``_C``; the package runs on its other backends).
@@ -95,7 +96,7 @@ def _persistent_build_ext(ce, torch):
     """torch's BuildExtension with its objects kept in build/ninja-<torch>-<python>/<library> instead of the
     temporary folder pip gives every build: ninja then recompiles only what changed (by command line and
     header dependencies), so a repeated ``pip install -e`` with the same settings relinks instead of building
-    the extension again. (The README's two commands still differ in MDN_FAST_CUDA, so they do not share it yet.)"""
+    the extension again: the README's test command after its set-up command only relinks."""
     key = re.sub(r"[^A-Za-z0-9_.]+", "_", f"{torch.__version__}-{sys.implementation.cache_tag}")
 
     class BuildExt(ce.BuildExtension):

@@ -25,18 +25,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> routed_merge_bwd(Tensor grad_y, std::
                                                             double tau, std::optional<Tensor> mask) {
   mdn::RoutedMergeBwdArgs a;
   const mdn::TensorRef rx = ref(x_st, "x_st");
-  // alpha's gradient reaches the kernel contiguous in the accumulation dtype (autograd may give a view).
+  // alpha's gradient reaches the kernel contiguous in the accumulation dtype (autograd may give a view);
+  // converted only when it is not (each conversion is a dispatcher call by name, ~1 us even when a no-op).
   std::optional<Tensor> dalpha;
-  if (grad_alpha.has_value() && grad_alpha->defined())
-    dalpha = torch::stable::contiguous(torch::stable::to(*grad_alpha, weight.scalar_type()));
+  if (grad_alpha.has_value() && grad_alpha->defined()) {
+    dalpha = *grad_alpha;
+    if (dalpha->scalar_type() != weight.scalar_type()) dalpha = torch::stable::to(*dalpha, weight.scalar_type());
+    if (!dalpha->is_contiguous()) dalpha = torch::stable::contiguous(*dalpha);
+  }
   check(mdn::routed_merge_bwd_inputs(ref(grad_y, "grad_y"), ref(dalpha, "grad_alpha"), rx, ref(x_ts, "x_ts"),
                                      ref(weight, "weight"), ref(alpha, "alpha"), tau, ref(mask, "mask"), &a));
   const ScalarType acc = weight.scalar_type();
   const auto xs = sizes_of(x_st);
   Tensor dx_st = new_output(xs, x_st.scalar_type(), x_st), dx_ts = new_output(xs, x_st.scalar_type(), x_st);
   Tensor dweight = new_output(sizes_of(weight), acc, x_st), dbias = new_output({a.K, 2}, acc, x_st);
-  Tensor scratch_dl = torch::stable::empty({a.B, a.K, 2}, acc, std::nullopt, x_st.device());
-  Tensor scratch_pooled = torch::stable::empty({a.B, a.K, 2 * a.D}, acc, std::nullopt, x_st.device());
+  Tensor scratch_dl = empty_contiguous({a.B, a.K, 2}, acc, x_st);
+  Tensor scratch_pooled = empty_contiguous({a.B, a.K, 2 * a.D}, acc, x_st);
   check(mdn::routed_merge_bwd_outputs(rx, ref(dx_st, "dx_st"), ref(dx_ts, "dx_ts"), ref(dweight, "dweight"),
                                       ref(dbias, "dbias"), ref(scratch_dl, "scratch_dlogits"),
                                       ref(scratch_pooled, "scratch_pooled"), &a));
