@@ -39,14 +39,13 @@ def _cases(torch, mdn_ops):
     """{name: zero-argument callable} for every op x size x kind, inputs made once (fixed seeds)."""
     out = {}
     for size_name, s in SIZES.items():
-        for name, fn in _size_cases(torch, mdn_ops, s).items():
-            out[f"{name.split('/')[0]}/{size_name}/{name.split('/')[1]}"] = fn
+        out.update(_size_cases(torch, mdn_ops, size_name, s))
     return out
 
 
-def _size_cases(torch, mdn_ops, s):
-    """The cases of one size, {"op/kind": callable}. A function of its own so that each size's closures
-    bind that size's tensors (closures made in a loop would all see the last size's)."""
+def _size_cases(torch, mdn_ops, size_name, s):
+    """The cases of one size, {"op/size/kind": callable}. A function of its own so that each size's
+    closures bind that size's tensors (closures made in a loop would all see the last size's)."""
     ns = torch.ops.mdn_fast
     out = {}
     B, T, K, H, Dh = s["B"], s["T"], s["K"], s["H"], s["Dh"]
@@ -95,7 +94,7 @@ def _size_cases(torch, mdn_ops, s):
            "routed_merge": (rm_raw_fwd, rm_raw_fwd_bwd, rm_op_fwd, rm_op_fwd_bwd)}
     for op, callables in fns.items():
         for kind, fn in zip(KINDS, callables):
-            out[f"{op}/{kind}"] = fn
+            out[f"{op}/{size_name}/{kind}"] = fn
     return out
 
 

@@ -48,6 +48,7 @@ import triton.language as tl
 
 from . import check_flavour, next_pow2
 
+
 @triton.jit
 def _program_rows(T, K, H, NGB, axes_bits, BLOCK_R: tl.constexpr):
     """This program's (path, clip, head) and its BLOCK_R rows: row r is member ``r % n`` of group
@@ -151,7 +152,8 @@ def _exp(x):
 @triton.jit
 def _softmax_rows(s, allowed, poisoned):
     """Probabilities ``pr`` (unnormalised: row max subtracted), ``1 / denominator``, row max and
-    denominator of score rows ``s`` (scaled, natural-log units) over the ``allowed`` pairs; ``poisoned`` pairs become NaN.
+    denominator of score rows ``s`` (scaled, natural-log units) over the ``allowed`` pairs; ``poisoned``
+    pairs become NaN.
 
     Allowed scores are finite or NaN (poison), so a row max of -inf means an empty group. A row with a
     key has denom >= 1, an empty one 0 (output 0), a poisoned one NaN (stays poisoned: NaN != 0)."""
