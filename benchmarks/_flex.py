@@ -16,7 +16,7 @@ documentation shows; eager flex materialises the scores and is not a fast path);
 
 Empty groups: a query whose group has no present key is not fixed up here. flex_attention returns 0 for
 a row with no key kept, which is what the op specifies, but the benchmark's mask
-(``test_entity_attention.entity_mask``) keeps every group non-empty anyway, so no configuration depends
+(``_inputs.entity_mask``) keeps every group non-empty anyway, so no configuration depends
 on it.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 How a subject is measured (``GroupRunner``):
 - A *group* is one configuration of one subject (e.g. entity_attention, fwd, cpu, fp32, B=256, T=8);
-  its *cases* are every backend of ``mdn_fast.ops._backends.BACKENDS`` that can run here plus the
+  its *cases* are every backend of ``mdn_fast.ops.BACKENDS`` that can run here plus the
   baselines a user would otherwise pick (eager reference, ``torch.compile`` of the reference, SDPA on
   reshaped axes for the attention). The first test of a group measures all its cases together, so the
   ratios compare cases timed under the same machine load; the other tests of the group read the result.
@@ -39,7 +39,7 @@ from typing import Callable
 import pytest
 import torch
 
-from mdn_fast.ops import _backends, unsupported_reason
+from mdn_fast.ops import BACKENDS, available_backends, unsupported_reason
 
 from . import _progress, _summary
 
@@ -234,7 +234,7 @@ class Subject:
     backend_variants: tuple = ("",)
 
     def cases(self) -> tuple:
-        return tuple(self.baselines) + tuple(b + v for b in _backends.BACKENDS if b != "reference"
+        return tuple(self.baselines) + tuple(b + v for b in BACKENDS if b != "reference"
                                              for v in self.backend_variants)
 
     def kind(self, case: str) -> str:
@@ -259,7 +259,7 @@ def params(subject: Subject, configs) -> list:
 def backend_skip_reason(name: str, ops: tuple, cfg: Config, sizes: dict) -> str | None:
     """Why backend ``name`` cannot run ``ops`` for this configuration (None when it can), asked of the
     registry at run time so new backends join the benchmarks by themselves."""
-    why = _backends.available_backends().get(name)
+    why = available_backends().get(name)
     if why:
         return f"backend {name!r} unavailable: {why}"
     if name == "triton" and cfg.device == "cpu":

@@ -21,7 +21,7 @@ import torch
 
 from . import _floors
 from . import _harness as H
-from .test_entity_attention import entity_mask
+from ._inputs import entity_mask
 
 MODES = ("fwd", "bwd", "fwd+bwd")
 OPS = ("entity_attention", "routed_merge")

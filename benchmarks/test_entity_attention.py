@@ -1,15 +1,16 @@
 """Benchmark of ``entity_attention`` (design.md §2.1), stage 1 of a block: axes ``("spatial", "temporal")``.
 
 Inputs are what a block feeds the op: ``q, k, v [P=2, B, T, K, H, Dh]`` as strided views of one fused QKV
-projection ``[B, T, K, 3, P, H, Dh]``, and an entity mask ``[B, T, K]`` (about 10% absent tokens; every
-group keeps at least one present key so the SDPA baseline needs no fix-up for empty groups).
+projection ``[B, T, K, 3, P, H, Dh]``, and an entity mask ``[B, T, K]`` (``_inputs.entity_mask``: about 10%
+absent tokens; every group keeps at least one present key so the SDPA baseline needs no fix-up for empty
+groups).
 
 Cases (all compute the same function):
 - ``eager``: the reference (``backend="reference"``), what the package runs without fused kernels;
 - ``compile``: ``torch.compile`` of the reference function (inductor, static shapes);
-- ``sdpa``: what a user writes with PyTorch alone: each path permuted to ``[B·G, H, N, Dh]``
-  (copies included), ``F.scaled_dot_product_attention`` with a boolean ``attn_mask``, permuted back
-  and stacked to the op's contiguous ``[P, B, T, K, H, Dh]`` output;
+- ``sdpa`` (``_inputs.sdpa_entity_attention``): what a user writes with PyTorch alone: each path
+  permuted to ``[B·G, H, N, Dh]`` (copies included), ``F.scaled_dot_product_attention`` with a boolean
+  ``attn_mask``, permuted back and stacked to the op's contiguous ``[P, B, T, K, H, Dh]`` output;
 - ``flex``: ``torch.compile``d FlexAttention over the ``T·K`` tokens of each clip, one block mask per path
   (same frame / same entity, and the key present) built once per configuration outside the timed calls,
   layout copies included (``benchmarks/_flex.py``); skipped with flex's own reason where it cannot run
@@ -23,26 +24,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import mdn_fast
 from mdn_fast import reference
 
 from . import _flex, _floors
 from . import _harness as H
+from ._inputs import entity_mask, sdpa_entity_attention
 
 AXES = ("spatial", "temporal")
 MODES = ("fwd", "bwd", "fwd+bwd")
-
-
-def entity_mask(B: int, T: int, K: int, device, seed: int = 2) -> torch.Tensor:
-    """``[B, T, K]`` bool, ~90% present; frame t keeps entity t % K and entity k keeps frame k % T, so
-    no spatial or temporal group is empty."""
-    g = torch.Generator().manual_seed(seed)
-    m = torch.rand(B, T, K, generator=g) < 0.9
-    m[:, torch.arange(T), torch.arange(T) % K] = True
-    m[:, torch.arange(K) % T, torch.arange(K)] = True
-    return m.to(device)
 
 
 def _inputs(cfg: H.Config, requires_grad: bool):
@@ -52,29 +43,6 @@ def _inputs(cfg: H.Config, requires_grad: bool):
     q, k, v = (x.permute(3, 0, 1, 2, 4, 5) for x in qkv.unbind(3))   # [P, B, T, K, H, Dh] views
     mask = entity_mask(cfg.B, cfg.T, cfg.K, cfg.device) if cfg.masked else None
     return q, k, v, mask
-
-
-# Per axis: [B, T, K, H, Dh] -> [B, G, H, N, Dh] and the attended group of the mask [B, T, K] -> [B, G, N].
-_TO_GROUP = {"spatial": (0, 1, 3, 2, 4), "temporal": (0, 2, 3, 1, 4)}
-_FROM_GROUP = {"spatial": (0, 1, 3, 2, 4), "temporal": (0, 3, 1, 2, 4)}
-_MASK_TO_GROUP = {"spatial": (0, 1, 2), "temporal": (0, 2, 1)}
-
-
-def sdpa_entity_attention(q, k, v, axes, mask, scale):
-    """The SDPA baseline: per path, reshape to ``[B·G, H, N, Dh]`` and call
-    ``F.scaled_dot_product_attention`` (boolean ``attn_mask [B·G, 1, 1, N]``, True = attend)."""
-    outs = []
-    for p, axis in enumerate(axes):
-        perm = _TO_GROUP[axis]
-        grouped = [x[p].permute(perm) for x in (q, k, v)]              # [B, G, H, N, Dh]
-        B, G, Hh, N, Dh = grouped[0].shape
-        qg, kg, vg = (x.reshape(B * G, Hh, N, Dh) for x in grouped)     # copies: strided views
-        attn_mask = None
-        if mask is not None:
-            attn_mask = mask.permute(_MASK_TO_GROUP[axis]).reshape(B * G, 1, 1, N)
-        o = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=attn_mask, scale=scale)
-        outs.append(o.reshape(B, G, Hh, N, Dh).permute(_FROM_GROUP[axis]))
-    return torch.stack(outs)                                            # [P, B, T, K, H, Dh] contiguous
 
 
 def _sizes(cfg):

@@ -10,7 +10,7 @@ Pipelines, per clip, TSN training sampling (8 segments) and a multi-scale traini
 pipeline sees the same indices and crops (same seeds):
 - ``today_original``: ``count_frames`` + sequential ``decode_frames`` (every frame up to the last sampled
   one, the previous loop) + ``make_crop_plan`` + ``apply_to_frames_float`` (whole frames to float, resize
-  to 256, crop, resize to 224) — the previous pipeline;
+  to 256, crop, resize to 224) — the previous pipeline (``benchmarks/_previous_pipeline.py``);
 - ``new_original``: ``decode_sampled`` (one open; only what the sampled frames need reaches the decoder)
   + ``apply_to_frames`` (crop in source pixels, one uint8 resize, one float conversion);
 - ``new_prepared``: the same on the prepared twin, the plan made for the original size
@@ -51,6 +51,7 @@ from mdn_fast.data.prepare_videos import PreparedVideos, prepare_videos
 from mdn_fast.data.video_fixtures import MA52_FPS, MA52_SIZE, write_video
 
 from . import _harness as H
+from ._previous_pipeline import apply_to_frames_float
 
 SEGMENTS = 8
 RESULT: dict = {"load_avg_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
@@ -100,7 +101,7 @@ def _today(path, seed):
     fr = V.decode_frames(path, idx, threads=1, sequential=True)
     t2 = time.process_time()
     plan = V.make_crop_plan(*fr.shape[1:3], True, rng)
-    x = V.apply_to_frames_float(fr, plan)
+    x = apply_to_frames_float(fr, plan)
     t3 = time.process_time()
     return x, {"count": t1 - t0, "decode": t2 - t1, "transform": t3 - t2}
 
@@ -160,7 +161,7 @@ def test_transform_per_clip(clips):
     h, w = fr.shape[1:3]
     rng = np.random.default_rng(0)
     plans = [V.make_crop_plan(h, w, False)] + [V.make_crop_plan(h, w, True, rng) for _ in range(7)]
-    cases = {"today_float": V.apply_to_frames_float, "new_uint8": V.apply_to_frames}
+    cases = {"today_float": apply_to_frames_float, "new_uint8": V.apply_to_frames}
     for f in cases.values():                                # warm-up
         f(fr, plans[0])
 
@@ -173,7 +174,7 @@ def test_transform_per_clip(clips):
     # output bounds measured on these frames: vs the previous float pipeline
     diffs = []
     for p in plans:
-        a = V.apply_to_frames_float(fr, p, normalize=False)
+        a = apply_to_frames_float(fr, p, normalize=False)
         b = V.apply_to_frames(fr, p, normalize=False)
         diffs.append(((a - b).abs() * 255).flatten())
     d = torch.cat(diffs)

@@ -20,7 +20,7 @@ from mdn_fast import reference
 
 from . import _floors
 from . import _harness as H
-from .test_entity_attention import entity_mask
+from ._inputs import entity_mask
 
 MODES = ("fwd", "bwd", "fwd+bwd")
 TAU = 1.0

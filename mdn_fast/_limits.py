@@ -1,7 +1,7 @@
 """One source of truth for the shapes, limits and tolerances every backend and test shares.
 
 The C++ kernels read the same limits from csrc/common/limits.h, which is generated from this file
-(``cpp_limits_header()``; setup.py rewrites it at every build, tests/test_cpp_ext.py checks the committed
+(``cpp_limits_header()``; setup.py rewrites it at every build, tests/ops/test_cpp_ext.py checks the committed
 copy and the built extension's ``build_info()`` against this table)."""
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import torch
 #: Axis names accepted by ``entity_attention`` (per path).
 AXES = ("spatial", "temporal")
 
-#: Largest group sizes every fused backend supports (design.md §2.1).
+#: Largest group sizes of the fused attention kernels (design.md §2.1; per backend and op in
+#: ``mdn_fast.ops._capabilities.CAPABILITIES``).
 MAX_K = 16   # entities per frame (spatial groups)
 MAX_T = 64   # frames per clip (temporal groups)
 MAX_DH = 128  # head dimension
@@ -60,20 +61,6 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def fused_size_reason(T: int, K: int, Dh: int | None = None, P: int | None = None) -> str | None:
-    """Why a fused kernel cannot take these sizes (None when it can). The reference has no limit;
-    ``backend="auto"`` falls back to it, an explicitly named fused backend raises with this text."""
-    if P is not None and P > MAX_PATHS:
-        return f"P = {P} paths exceeds the fused kernels' limit P <= {MAX_PATHS}"
-    if K > MAX_K:
-        return f"K = {K} entities exceeds the fused kernels' limit K <= {MAX_K}"
-    if T > MAX_T:
-        return f"T = {T} frames exceeds the fused kernels' limit T <= {MAX_T}"
-    if Dh is not None and Dh > MAX_DH:
-        return f"Dh = {Dh} exceeds the fused kernels' limit Dh <= {MAX_DH}"
-    return None
-
-
 #: The limits the C++ kernels are built with: (C++ name, value, what it bounds).
 CPP_LIMITS = (
     ("kMaxK", MAX_K, "entities per frame K (spatial group size)"),
@@ -86,7 +73,7 @@ CPP_LIMITS = (
 def cpp_limits_header() -> str:
     """The text of csrc/common/limits.h (host and device code alike include it)."""
     lines = ["// Generated from mdn_fast/_limits.py by setup.py (cpp_limits_header); do not edit: change the",
-             "// Python table and rebuild. tests/test_cpp_ext.py checks that this file and the built extension",
+             "// Python table and rebuild. tests/ops/test_cpp_ext.py checks that this file and the built extension",
              "// agree with the table.",
              "#pragma once", "", "namespace mdn {", ""]
     lines += [f"constexpr int {name} = {value};  // {what}" for name, value, what in CPP_LIMITS]

@@ -1,7 +1,8 @@
 """``python -m mdn_fast.info``: what this install can run and why not.
 
 Prints the versions of Python, torch, triton and CUDA (torch's and nvcc's), each backend of
-``mdn_fast.available_backends()`` with the reason it is unavailable, the order ``backend="auto"`` tries
+``mdn_fast.available_backends()`` with the reason it is unavailable, what each backend's kernels take
+(``mdn_fast.ops.CAPABILITIES``: devices, dtypes, size limits), the order ``backend="auto"`` tries
 per device type, op and dtype with where it comes from (a measurement in ``mdn_fast/ops/_auto_table.py``
 or the assumed default), and what ``mdn_fast._C`` was built with (CUDA or not, its architectures).
 Importing this module touches no GPU; ``main()`` asks ``torch.cuda.is_available()`` only to report it.
@@ -39,7 +40,7 @@ def collect() -> dict:
     import torch
 
     import mdn_fast
-    from mdn_fast.ops import _backends, cpp_backend
+    from mdn_fast.ops import _capabilities, auto_sources, cpp_backend
 
     info = {
         "python": f"{platform.python_version()} ({sys.executable})",
@@ -50,7 +51,8 @@ def collect() -> dict:
         "triton": _version("triton"),
         "nvcc": _nvcc_version(),
         "backends": mdn_fast.available_backends(),
-        "auto_order": _backends.auto_sources(),
+        "capabilities": _capabilities.describe(),
+        "auto_order": auto_sources(),
         "cpp_build": cpp_backend.build_info(),
     }
     try:
@@ -71,6 +73,9 @@ def main() -> int:
     print("backends")
     for name, why in info["backends"].items():
         print(f"  {name:<12} {'available' if why is None else 'unavailable: ' + why}")
+    print("what each backend's kernels take (backend, op: devices; dtypes; size limits; why)")
+    for backend, op, devices, dtypes, limits, why in info["capabilities"]:
+        print(f"  {backend:<9} {op:<17} {devices}; {dtypes}; limits: {limits}; {why}")
     print('backend="auto" tries (device, op, dtype: order, where it comes from)')
     for dev, op, dtype, order, source in info["auto_order"]:
         print(f"  {dev:<5} {op:<17} {dtype:<9} {', '.join(order):<24} {source}")

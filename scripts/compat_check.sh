@@ -25,7 +25,7 @@ PINS=${COMPAT_PINS:-"torch==2.11.0 torchvision==0.26.0 triton==3.6.0 numpy==2.5.
 # The runtime dependencies not in PINS (tqdm, safetensors), the test tools from pyproject's `test` extra minus av
 # (the GPU machine has no PyAV), plus build tools.
 TOOLS="tqdm safetensors pytest pytest-benchmark hypothesis scikit-learn matplotlib setuptools wheel ninja"
-QUICK_TESTS="tests/test_triton_kernels.py tests/test_cpp_ext.py tests/test_info.py"
+QUICK_TESTS="tests/ops/test_triton_kernels.py tests/ops/test_cpp_ext.py tests/test_info.py"
 
 quick=0 rebuild=0 run_tests=1 extra=()
 while [ $# -gt 0 ]; do

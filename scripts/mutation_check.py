@@ -24,9 +24,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EMU = ["tests/test_cuda_emulated.py", "-m", "cuda_emulated and not slow"]
-TRITON_EA = ["tests/test_entity_attention.py", "tests/test_group_independence.py", "-k", "triton"]
-TRITON_RM = ["tests/test_routed_merge.py", "-k", "triton"]
+EMU = ["tests/ops/test_cuda_emulated.py", "-m", "cuda_emulated and not slow"]
+TRITON_EA = ["tests/ops/test_entity_attention.py", "tests/ops/test_group_independence.py", "-k", "triton"]
+TRITON_RM = ["tests/ops/test_routed_merge.py", "-k", "triton"]
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Mutation:
 
 MUTATIONS = [
     Mutation("warp-sum-skips-lane", "the warp sum's butterfly stops before offset 1 (each lane misses one partner)",
-             "csrc/cuda/device_scalar.cuh", "for (int off = 16; off > 0; off >>= 1)",
+             "csrc/cuda/reduce.cuh", "for (int off = 16; off > 0; off >>= 1)",
              "for (int off = 16; off > 1; off >>= 1)", EMU + ["-k", "entity_attention_matches or routed_merge_matches"]),
     Mutation("no-barrier-after-mask-fill", "entity_attention reads the shared key mask before every thread filled it",
              "csrc/cuda/entity_attention_cuda.cu",
@@ -51,7 +51,7 @@ MUTATIONS = [
              "csrc/cuda/entity_attention_cuda.cu", "  __syncthreads();\n\n  // Pass 2", "\n  // Pass 2",
              EMU + ["-k", "entity_attention_matches"]),
     Mutation("no-barrier-in-block-sum", "block_sum overwrites its shared partials while other warps still read them",
-             "csrc/cuda/device_scalar.cuh", "  __syncthreads();  // smem may still be read by a previous call\n", "",
+             "csrc/cuda/reduce.cuh", "  __syncthreads();  // smem may still be read by a previous call\n", "",
              EMU + ["-k", "routed_merge_matches or emulator_runs_correct"]),
     Mutation("masked-key-attended", "the forward attends to masked keys",
              "csrc/cuda/entity_attention_cuda.cu",
@@ -61,14 +61,14 @@ MUTATIONS = [
              "csrc/cuda/entity_attention_cuda.cu", "g.base + h * s.h, g.member, s.d}", "g.base + h * s.d, g.member, s.d}",
              EMU + ["-k", "entity_attention_matches"]),
     Mutation("row-load-off-by-one", "a lane loads feature d = Dh too (one past the row)",
-             "csrc/cuda/entity_attention_cuda.cu", "x[r] = d < Dh ? DevScalar<T>::load(row[d * sd]) : A(0);",
-             "x[r] = d <= Dh ? DevScalar<T>::load(row[d * sd]) : A(0);", EMU + ["-k", "entity_attention_matches"]),
+             "csrc/cuda/entity_attention_cuda.cu", "x[r] = d < Dh ? Scalar<Tag>::load(row[d * sd]) : A(0);",
+             "x[r] = d <= Dh ? Scalar<Tag>::load(row[d * sd]) : A(0);", EMU + ["-k", "entity_attention_matches"]),
     Mutation("router-grad-skips-last-clip", "dweight / dbias sum over all clips but the last",
              "csrc/cuda/routed_merge_cuda.cu", "for (int64_t b = 0; b < a.B; ++b) {\n    const int64_t task = b * a.K + k;",
              "for (int64_t b = 0; b + 1 < a.B; ++b) {\n    const int64_t task = b * a.K + k;",
              EMU + ["-k", "routed_merge_matches"]),
     Mutation("bf16-store-rounds-toward-zero", "bf16 results are truncated instead of rounded to nearest even",
-             "csrc/cuda/device_scalar.cuh", "return __float2bfloat16_rn(x);", "return __float2bfloat16_rz(x);",
+             "csrc/common/dtype.h", "__nv_bfloat16_raw>(__float2bfloat16_rn(x))", "__nv_bfloat16_raw>(__float2bfloat16_rz(x))",
              EMU + ["-k", "bfloat16"]),
     Mutation("triton-masked-key-attended", "the Triton entity_attention treats every key as present",
              "mdn_fast/kernels/triton/entity_attention.py", "key_ok = key_ok & (present != 0)",

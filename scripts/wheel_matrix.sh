@@ -45,8 +45,8 @@ DIST="$ROOT/dist/wheel_matrix"
 # The op and extension tests: every backend against the reference, the C++ library's loading and
 # refusals, Triton's registration (opcheck, schemas, lse), the silent-failure guards of the ops, the
 # model's save/load (safetensors, no pickle).
-TESTS="tests/test_cpp_ext.py tests/test_entity_attention.py tests/test_routed_merge.py tests/test_triton_kernels.py
-tests/test_silent_ops.py tests/test_info.py tests/test_pretrained.py"
+TESTS="tests/ops/test_cpp_ext.py tests/ops/test_entity_attention.py tests/ops/test_routed_merge.py tests/ops/test_triton_kernels.py
+tests/ops/test_silent_ops.py tests/test_info.py tests/model/test_pretrained.py"
 TOOLS="pytest hypothesis tqdm safetensors"
 
 now() { date +%s; }

@@ -1,6 +1,6 @@
 """Helpers shared by the op tests: fresh random inputs, masks with holes, the accuracy criterion, and the
-one backend-against-reference check per op that every backend's tests run (tests/test_entity_attention.py
-and tests/test_routed_merge.py parametrise it over backends, devices and dtypes)."""
+one backend-against-reference check per op that every backend's tests run (tests/ops/test_entity_attention.py
+and tests/ops/test_routed_merge.py parametrise it over backends, devices and dtypes)."""
 from __future__ import annotations
 
 import pytest

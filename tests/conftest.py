@@ -9,10 +9,10 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # The interpreter's bf16 tl.dot multiplies bit patterns (upstream bug): fixed for the tests only, which lets
-# the Triton backend run bf16 entity_attention here (tests/_triton_interp_bf16.py; a no-op, saying why in
+# the Triton backend run bf16 entity_attention here (tests/ops/_triton_interp_bf16.py; a no-op, saying why in
 # the header, where Triton is missing or its interpreter differs).
 if os.environ.get("TRITON_INTERPRET") == "1":
-    from . import _triton_interp_bf16
+    from tests.ops import _triton_interp_bf16
     _triton_interp_bf16.install()
 
 

@@ -42,10 +42,10 @@ ArgError shape_of(const TensorRef& q, const int64_t* axes, int64_t n_axes, Entit
   return {};
 }
 
-// What the forward and backward share: k and v like q, the shape and axes, the dtype, the mask.
-template <typename Args>
+// The block both directions read (EntityAttentionInputs): k and v like q, the shape and axes, the dtype,
+// the mask.
 ArgError common_inputs(const TensorRef& q, const TensorRef& k, const TensorRef& v, const int64_t* axes,
-                       int64_t n_axes, const TensorRef& mask, double scale, Args* a) {
+                       int64_t n_axes, const TensorRef& mask, double scale, EntityAttentionInputs* a) {
   if (ArgError e = check_same(k, "k", q, "q"); !e.empty()) return e;
   if (ArgError e = check_same(v, "v", q, "q"); !e.empty()) return e;
   if (ArgError e = shape_of(q, axes, n_axes, &a->shape); !e.empty()) return e;

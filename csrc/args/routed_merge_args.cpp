@@ -3,10 +3,10 @@
 namespace mdn {
 namespace {
 
-// x_st's shape and dtype, x_ts like it, the router weight and the mask: what both directions check.
-template <typename Args>
+// The block both directions read (RoutedMergeInputs): x_st's shape and dtype, x_ts like it, the router
+// weight and the mask.
 ArgError common_inputs(const TensorRef& x_st, const TensorRef& x_ts, const TensorRef& weight, double tau,
-                       const TensorRef& mask, Args* a) {
+                       const TensorRef& mask, RoutedMergeInputs* a) {
   if (ArgError e = check_same(x_ts, "x_ts", x_st, "x_st"); !e.empty()) return e;
   if (x_st.dim != 4) return cat("x_st: expected 4 dims [B, T, K, D], got ", sizes_str(x_st));
   if (ArgError e = check_nonempty(x_st, "x_st"); !e.empty()) return e;

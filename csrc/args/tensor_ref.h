@@ -3,7 +3,7 @@
 // (torch/stable_ref.h, from torch::stable::Tensor) and the CUDA emulation's C entry points (emu/emu_ops.cpp, from Python's
 // ctypes), so one piece of code (entity_attention_args.cpp, routed_merge_args.cpp) checks every op's
 // arguments and fills every kernel's argument block (common/op_args.h) for both.
-// Plain C layout: mdn_fast's CUDA emulation test harness mirrors it with ctypes (tests/_cuda_emu.py).
+// Plain C layout: mdn_fast's CUDA emulation test harness mirrors it with ctypes (tests/ops/_cuda_emu.py).
 #pragma once
 
 #include <cstdint>

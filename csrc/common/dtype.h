@@ -1,4 +1,6 @@
-// Scalar types the kernels take, and 16-bit <-> float conversion on raw bits.
+// Scalar types the kernels take: the dtype tag of an argument block, 16-bit <-> float conversion on raw
+// bits, the one scalar-trait family of the CPU and CUDA kernels (Scalar<Tag>) and the one dtype switch of
+// their entry points (dispatch_dtype).
 //
 // The kernel sources hold no torch headers, so fp16 / bf16 tensors reach them as uint16_t storage.
 // These bit-level conversions are exact for widening and round-to-nearest-even for narrowing
@@ -9,6 +11,18 @@
 #include <cstring>
 
 #include "mdn_hd.h"
+
+// Where the CUDA kernels are compiled (nvcc, or the host compiler building the CUDA emulation: csrc/emu),
+// Scalar<Half16> / Scalar<BFloat16> convert with the toolkit's cuda_fp16 / cuda_bf16 functions instead (below).
+#if defined(__CUDACC__) || defined(MDN_CUDA_EMULATE)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#endif
+#if defined(__CUDA_ARCH__) || defined(MDN_CUDA_EMULATE)
+#define MDN_TOOLKIT_CONVERSIONS 1
+#else
+#define MDN_TOOLKIT_CONVERSIONS 0
+#endif
 
 namespace mdn {
 
@@ -95,8 +109,17 @@ MDN_HD uint16_t float_to_bf16(float f) {
   return static_cast<uint16_t>((x + 0x7fffu + odd) >> 16);
 }
 
-// Storage tags for the host kernels: fp16 and bf16 are both uint16_t in memory, so the tag picks
-// the conversion. `Load<T>::acc` widens to the accumulation type, `store` narrows back.
+// The element types of the kernels, one tag each: float, double, and for the 16-bit types a storage tag
+// (fp16 and bf16 are both uint16_t in memory, so the tag picks the conversion). Scalar<Tag>::storage is the
+// type in memory, ::acc the accumulation type; load widens a stored value to acc, store narrows back with
+// round-to-nearest-even. The CPU kernels (csrc/cpu) and the CUDA kernels (csrc/cuda) read them alike.
+//
+// One family for both sides, at no cost to the CUDA kernels: on the device (and in the emulation that runs
+// the CUDA kernels on the CPU) the 16-bit conversions are the toolkit's __half2float / __float2half_rn /
+// __bfloat162float / __float2bfloat16_rn, one cvt instruction each, on the same uint16_t bits through the
+// toolkit's raw structs (a register move: when the two families merged, cuobjdump -sass of every kernel was
+// the same as on __half / __nv_bfloat16 pointers, and so are the registers and spills that
+// tools/kernel_resources.py reports). Host code everywhere else uses the bit-level functions above.
 struct Half16 {};
 struct BFloat16 {};
 
@@ -116,14 +139,56 @@ template <> struct Scalar<double> {
 template <> struct Scalar<Half16> {
   using storage = uint16_t;
   using acc = float;
-  static MDN_HD float load(uint16_t x) { return half_to_float(x); }
-  static MDN_HD uint16_t store(float x) { return float_to_half(x); }
+  static MDN_HD float load(uint16_t x) {
+#if MDN_TOOLKIT_CONVERSIONS
+    __half_raw r;
+    r.x = x;
+    return __half2float(__half(r));
+#else
+    return half_to_float(x);
+#endif
+  }
+  static MDN_HD uint16_t store(float x) {
+#if MDN_TOOLKIT_CONVERSIONS
+    return static_cast<__half_raw>(__float2half_rn(x)).x;
+#else
+    return float_to_half(x);
+#endif
+  }
 };
 template <> struct Scalar<BFloat16> {
   using storage = uint16_t;
   using acc = float;
-  static MDN_HD float load(uint16_t x) { return bf16_to_float(x); }
-  static MDN_HD uint16_t store(float x) { return float_to_bf16(x); }
+  static MDN_HD float load(uint16_t x) {
+#if MDN_TOOLKIT_CONVERSIONS
+    __nv_bfloat16_raw r;
+    r.x = x;
+    return __bfloat162float(__nv_bfloat16(r));
+#else
+    return bf16_to_float(x);
+#endif
+  }
+  static MDN_HD uint16_t store(float x) {
+#if MDN_TOOLKIT_CONVERSIONS
+    return static_cast<__nv_bfloat16_raw>(__float2bfloat16_rn(x)).x;
+#else
+    return float_to_bf16(x);
+#endif
+  }
 };
+
+// The dtype switch of every kernel entry point, CPU and CUDA (after flash-attention's FP16_SWITCH):
+// runs body(DTypeTag<Tag>{}) for the tag of `dt`, where the body names the type as
+// `using Tag = typename decltype(tag)::type;`, and returns kOk; kBadDType for a dtype no kernel takes.
+template <typename Tag> struct DTypeTag { using type = Tag; };
+template <typename Body> inline int dispatch_dtype(DType dt, Body&& body) {
+  switch (dt) {
+    case DType::Float32: body(DTypeTag<float>{}); return kOk;
+    case DType::Float64: body(DTypeTag<double>{}); return kOk;
+    case DType::Float16: body(DTypeTag<Half16>{}); return kOk;
+    case DType::BFloat16: body(DTypeTag<BFloat16>{}); return kOk;
+    default: return kBadDType;
+  }
+}
 
 }  // namespace mdn

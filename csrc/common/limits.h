@@ -1,5 +1,5 @@
 // Generated from mdn_fast/_limits.py by setup.py (cpp_limits_header); do not edit: change the
-// Python table and rebuild. tests/test_cpp_ext.py checks that this file and the built extension
+// Python table and rebuild. tests/ops/test_cpp_ext.py checks that this file and the built extension
 // agree with the table.
 #pragma once
 

@@ -415,36 +415,20 @@ template <typename Tag> void bwd_clips(const EntityAttentionBwdArgs& a, int64_t 
 }
 
 // One entry point per element type, cloned per x86 ISA level (cpu_math.h: MDN_CPU_CLONES) so the
-// same loops run with AVX2 / AVX-512 where the CPU has them and SSE2 elsewhere. (Making Dh = 32 a
+// same loops run with AVX2 / AVX-512 where the CPU has them and SSE2 elsewhere. Overloads on the dtype
+// tag (plain functions: the clones are not templates), picked by dispatch_dtype. (Making Dh = 32 a
 // compile-time constant was tried: no measurable gain, so the head dim stays a runtime value.)
 #define MDN_RANGE_FN(name, impl, Args, Tag) \
-  MDN_CPU_CLONES void name(const Args& a, int64_t b, int64_t e) { impl<Tag>(a, b, e); }
-MDN_RANGE_FN(fwd_f32, fwd_clips, EntityAttentionFwdArgs, float)
-MDN_RANGE_FN(fwd_f64, fwd_clips, EntityAttentionFwdArgs, double)
-MDN_RANGE_FN(fwd_f16, fwd_clips, EntityAttentionFwdArgs, Half16)
-MDN_RANGE_FN(fwd_bf16, fwd_clips, EntityAttentionFwdArgs, BFloat16)
-MDN_RANGE_FN(bwd_f32, bwd_clips, EntityAttentionBwdArgs, float)
-MDN_RANGE_FN(bwd_f64, bwd_clips, EntityAttentionBwdArgs, double)
-MDN_RANGE_FN(bwd_f16, bwd_clips, EntityAttentionBwdArgs, Half16)
-MDN_RANGE_FN(bwd_bf16, bwd_clips, EntityAttentionBwdArgs, BFloat16)
+  MDN_CPU_CLONES void name(DTypeTag<Tag>, const Args& a, int64_t b, int64_t e) { impl<Tag>(a, b, e); }
+MDN_RANGE_FN(fwd_range, fwd_clips, EntityAttentionFwdArgs, float)
+MDN_RANGE_FN(fwd_range, fwd_clips, EntityAttentionFwdArgs, double)
+MDN_RANGE_FN(fwd_range, fwd_clips, EntityAttentionFwdArgs, Half16)
+MDN_RANGE_FN(fwd_range, fwd_clips, EntityAttentionFwdArgs, BFloat16)
+MDN_RANGE_FN(bwd_range, bwd_clips, EntityAttentionBwdArgs, float)
+MDN_RANGE_FN(bwd_range, bwd_clips, EntityAttentionBwdArgs, double)
+MDN_RANGE_FN(bwd_range, bwd_clips, EntityAttentionBwdArgs, Half16)
+MDN_RANGE_FN(bwd_range, bwd_clips, EntityAttentionBwdArgs, BFloat16)
 #undef MDN_RANGE_FN
-
-template <typename Args> using RangeFn = void (*)(const Args&, int64_t, int64_t);
-
-template <typename Args> int run(const Args& a, const ParallelFor& pf, RangeFn<Args> f32, RangeFn<Args> f64,
-                                 RangeFn<Args> f16, RangeFn<Args> bf16) {
-  RangeFn<Args> fn = nullptr;
-  switch (a.dtype) {
-    case DType::Float32: fn = f32; break;
-    case DType::Float64: fn = f64; break;
-    case DType::Float16: fn = f16; break;
-    case DType::BFloat16: fn = bf16; break;
-  }
-  if (!fn) return kBadDType;
-  // Tasks are clips: each thread gets a contiguous run of clips (sequential memory per thread).
-  pf(0, a.shape.B, 1, [&](int64_t b, int64_t e) { fn(a, b, e); });
-  return kOk;
-}
 
 bool sizes_ok(const EntityAttentionShape& s) {
   return s.P >= 1 && s.P <= kMaxPaths && s.Dh >= 1 && s.Dh <= kMaxDh && s.T >= 1 && s.T <= kMaxT &&
@@ -453,14 +437,19 @@ bool sizes_ok(const EntityAttentionShape& s) {
 
 }  // namespace
 
+// Tasks are clips: each thread gets a contiguous run of clips (sequential memory per thread).
 int entity_attention_fwd_cpu(const EntityAttentionFwdArgs& a, const ParallelFor& pf) {
   if (!sizes_ok(a.shape)) return kBadSize;
-  return run(a, pf, fwd_f32, fwd_f64, fwd_f16, fwd_bf16);
+  return dispatch_dtype(a.dtype, [&](auto tag) {
+    pf(0, a.shape.B, 1, [&](int64_t b, int64_t e) { fwd_range(tag, a, b, e); });
+  });
 }
 
 int entity_attention_bwd_cpu(const EntityAttentionBwdArgs& a, const ParallelFor& pf) {
   if (!sizes_ok(a.shape)) return kBadSize;
-  return run(a, pf, bwd_f32, bwd_f64, bwd_f16, bwd_bf16);
+  return dispatch_dtype(a.dtype, [&](auto tag) {
+    pf(0, a.shape.B, 1, [&](int64_t b, int64_t e) { bwd_range(tag, a, b, e); });
+  });
 }
 
 }  // namespace mdn

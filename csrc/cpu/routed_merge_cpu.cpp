@@ -17,7 +17,7 @@
 // times per call, and with GCC 12's default alignment the fp32 backward's speed depended on where the
 // code landed: the same machine code as the older fp32 fast path (callgrind: 2 % fewer instructions)
 // ran 1.01-1.30x its time depending on placement (B=256 T=8 K=6 D=256, one thread, AVX-512 clone;
-// benchmarks/cpu_kernel_ab.py), and the extension as built was on the slow side. Aligned: 1.02-1.05x in
+// tools/cpu_kernel_ab.py), and the extension as built was on the slow side. Aligned: 1.02-1.05x in
 // every placement. Set before the includes so that every function of this file, the inlined helpers
 // included, gets the same options (GCC may refuse to inline across differing optimize options); here rather
 // than in setup.py / CMakeLists.txt so that both builds get it and the other kernels are unchanged.
@@ -389,43 +389,36 @@ template <typename Tag> void bwd_weights(const RoutedMergeBwdArgs& a, int64_t be
   }
 }
 
-// Entry points per (dtype, policy), each compiled per ISA level.
-#define MDN_RANGE_FN(name, impl, Args, ...) \
-  MDN_CPU_CLONES void name(const Args& a, int64_t b, int64_t e) { impl<__VA_ARGS__>(a, b, e); }
-MDN_RANGE_FN(fwd_f32_direct, fwd_clips, RoutedMergeFwdArgs, float, true)
-MDN_RANGE_FN(fwd_f64_direct, fwd_clips, RoutedMergeFwdArgs, double, true)
-MDN_RANGE_FN(fwd_f32, fwd_clips, RoutedMergeFwdArgs, float, false)
-MDN_RANGE_FN(fwd_f64, fwd_clips, RoutedMergeFwdArgs, double, false)
-MDN_RANGE_FN(fwd_f16, fwd_clips, RoutedMergeFwdArgs, Half16, false)
-MDN_RANGE_FN(fwd_bf16, fwd_clips, RoutedMergeFwdArgs, BFloat16, false)
-MDN_RANGE_FN(bwd_f32_direct, bwd_clips, RoutedMergeBwdArgs, float, true)
-MDN_RANGE_FN(bwd_f64_direct, bwd_clips, RoutedMergeBwdArgs, double, true)
-MDN_RANGE_FN(bwd_f32, bwd_clips, RoutedMergeBwdArgs, float, false)
-MDN_RANGE_FN(bwd_f64, bwd_clips, RoutedMergeBwdArgs, double, false)
-MDN_RANGE_FN(bwd_f16, bwd_clips, RoutedMergeBwdArgs, Half16, false)
-MDN_RANGE_FN(bwd_bf16, bwd_clips, RoutedMergeBwdArgs, BFloat16, false)
-MDN_RANGE_FN(dw_f32, bwd_weights, RoutedMergeBwdArgs, float)
-MDN_RANGE_FN(dw_f64, bwd_weights, RoutedMergeBwdArgs, double)
-MDN_RANGE_FN(dw_f16, bwd_weights, RoutedMergeBwdArgs, Half16)
-MDN_RANGE_FN(dw_bf16, bwd_weights, RoutedMergeBwdArgs, BFloat16)
+// Entry points per (dtype, policy), each compiled per ISA level: overloads on the dtype tag (plain
+// functions, not templates: one set of clones each), picked by dispatch_dtype. Direct rows exist for the
+// types stored as their accumulation type (float, double) only.
+#define MDN_RANGE_FN(name, Args, Tag, ...) \
+  MDN_CPU_CLONES void name(DTypeTag<Tag>, const Args& a, int64_t b, int64_t e) { __VA_ARGS__(a, b, e); }
+MDN_RANGE_FN(fwd_direct, RoutedMergeFwdArgs, float, fwd_clips<float, true>)
+MDN_RANGE_FN(fwd_direct, RoutedMergeFwdArgs, double, fwd_clips<double, true>)
+MDN_RANGE_FN(fwd_converted, RoutedMergeFwdArgs, float, fwd_clips<float, false>)
+MDN_RANGE_FN(fwd_converted, RoutedMergeFwdArgs, double, fwd_clips<double, false>)
+MDN_RANGE_FN(fwd_converted, RoutedMergeFwdArgs, Half16, fwd_clips<Half16, false>)
+MDN_RANGE_FN(fwd_converted, RoutedMergeFwdArgs, BFloat16, fwd_clips<BFloat16, false>)
+MDN_RANGE_FN(bwd_direct, RoutedMergeBwdArgs, float, bwd_clips<float, true>)
+MDN_RANGE_FN(bwd_direct, RoutedMergeBwdArgs, double, bwd_clips<double, true>)
+MDN_RANGE_FN(bwd_converted, RoutedMergeBwdArgs, float, bwd_clips<float, false>)
+MDN_RANGE_FN(bwd_converted, RoutedMergeBwdArgs, double, bwd_clips<double, false>)
+MDN_RANGE_FN(bwd_converted, RoutedMergeBwdArgs, Half16, bwd_clips<Half16, false>)
+MDN_RANGE_FN(bwd_converted, RoutedMergeBwdArgs, BFloat16, bwd_clips<BFloat16, false>)
+MDN_RANGE_FN(bwd_router, RoutedMergeBwdArgs, float, bwd_weights<float>)
+MDN_RANGE_FN(bwd_router, RoutedMergeBwdArgs, double, bwd_weights<double>)
+MDN_RANGE_FN(bwd_router, RoutedMergeBwdArgs, Half16, bwd_weights<Half16>)
+MDN_RANGE_FN(bwd_router, RoutedMergeBwdArgs, BFloat16, bwd_weights<BFloat16>)
 #undef MDN_RANGE_FN
 
-template <typename Args> using RangeFn = void (*)(const Args&, int64_t, int64_t);
+template <typename Tag>
+constexpr bool kStoredAsAcc = std::is_same<typename Scalar<Tag>::storage, typename Scalar<Tag>::acc>::value;
 
-template <typename Args> RangeFn<Args> pick(DType t, RangeFn<Args> f32, RangeFn<Args> f64, RangeFn<Args> f16,
-                                            RangeFn<Args> bf16) {
-  switch (t) {
-    case DType::Float32: return f32;
-    case DType::Float64: return f64;
-    case DType::Float16: return f16;
-    case DType::BFloat16: return bf16;
-  }
-  return nullptr;
-}
-
-// Rows can be read and written in place: a 32/64-bit type with unit feature stride and whole vectors.
-bool direct_rows(DType t, int64_t D, std::initializer_list<int64_t> feature_strides) {
-  if (!(t == DType::Float32 || t == DType::Float64) || D % kVec != 0) return false;
+// Rows can be read and written in place: a type stored as its accumulation type (float, double) with unit
+// feature stride and whole vectors.
+template <typename Tag> bool direct_rows(int64_t D, std::initializer_list<int64_t> feature_strides) {
+  if (!kStoredAsAcc<Tag> || D % kVec != 0) return false;
   for (int64_t s : feature_strides)
     if (s != 1) return false;
   return true;
@@ -437,24 +430,27 @@ bool sizes_ok(int64_t B, int64_t T, int64_t K, int64_t D) { return B >= 1 && T >
 
 int routed_merge_fwd_cpu(const RoutedMergeFwdArgs& a, const ParallelFor& pf) {
   if (!sizes_ok(a.B, a.T, a.K, a.D)) return kBadSize;
-  const auto fn = direct_rows(a.dtype, a.D, {a.s_st.d, a.s_ts.d})
-                      ? pick<RoutedMergeFwdArgs>(a.dtype, fwd_f32_direct, fwd_f64_direct, nullptr, nullptr)
-                      : pick<RoutedMergeFwdArgs>(a.dtype, fwd_f32, fwd_f64, fwd_f16, fwd_bf16);
-  if (!fn) return kBadDType;
-  pf(0, a.B, 1, [&](int64_t b, int64_t e) { fn(a, b, e); });
-  return kOk;
+  return dispatch_dtype(a.dtype, [&](auto tag) {
+    using Tag = typename decltype(tag)::type;
+    if (direct_rows<Tag>(a.D, {a.s_st.d, a.s_ts.d})) {
+      if constexpr (kStoredAsAcc<Tag>) pf(0, a.B, 1, [&](int64_t b, int64_t e) { fwd_direct(tag, a, b, e); });
+    } else {
+      pf(0, a.B, 1, [&](int64_t b, int64_t e) { fwd_converted(tag, a, b, e); });
+    }
+  });
 }
 
 int routed_merge_bwd_cpu(const RoutedMergeBwdArgs& a, const ParallelFor& pf) {
   if (!sizes_ok(a.B, a.T, a.K, a.D)) return kBadSize;
-  const auto fn = direct_rows(a.dtype, a.D, {a.s_st.d, a.s_ts.d, a.s_dy.d})
-                      ? pick<RoutedMergeBwdArgs>(a.dtype, bwd_f32_direct, bwd_f64_direct, nullptr, nullptr)
-                      : pick<RoutedMergeBwdArgs>(a.dtype, bwd_f32, bwd_f64, bwd_f16, bwd_bf16);
-  const auto dw = pick<RoutedMergeBwdArgs>(a.dtype, dw_f32, dw_f64, dw_f16, dw_bf16);
-  if (!fn || !dw) return kBadDType;
-  pf(0, a.B, 1, [&](int64_t b, int64_t e) { fn(a, b, e); });
-  pf(0, a.K, 1, [&](int64_t b, int64_t e) { dw(a, b, e); });
-  return kOk;
+  return dispatch_dtype(a.dtype, [&](auto tag) {
+    using Tag = typename decltype(tag)::type;
+    if (direct_rows<Tag>(a.D, {a.s_st.d, a.s_ts.d, a.s_dy.d})) {
+      if constexpr (kStoredAsAcc<Tag>) pf(0, a.B, 1, [&](int64_t b, int64_t e) { bwd_direct(tag, a, b, e); });
+    } else {
+      pf(0, a.B, 1, [&](int64_t b, int64_t e) { bwd_converted(tag, a, b, e); });
+    }
+    pf(0, a.K, 1, [&](int64_t b, int64_t e) { bwd_router(tag, a, b, e); });
+  });
 }
 
 }  // namespace mdn

@@ -8,30 +8,31 @@
 #include "entity_attention_cuda.cuh"
 
 #include "../common/softmax_math.h"
-#include "device_scalar.cuh"
+#include "reduce.cuh"
 
 namespace mdn {
 namespace {
 
 constexpr int kPerLane = kMaxDh / 32;  // features per lane
 
-template <typename T, typename A>
+// Rows hold Scalar<Tag>::storage elements; the registers hold its accumulation type A.
+template <typename Tag, typename T, typename A>
 __device__ __forceinline__ void load_row(const T* row, int64_t sd, int64_t Dh, A (&x)[kPerLane]) {
   const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int r = 0; r < kPerLane; ++r) {
     const int64_t d = lane + 32 * r;
-    x[r] = d < Dh ? DevScalar<T>::load(row[d * sd]) : A(0);
+    x[r] = d < Dh ? Scalar<Tag>::load(row[d * sd]) : A(0);
   }
 }
 
-template <typename T, typename A>
+template <typename Tag, typename T, typename A>
 __device__ __forceinline__ void store_row(T* row, int64_t Dh, const A (&x)[kPerLane], A factor) {
   const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int r = 0; r < kPerLane; ++r) {
     const int64_t d = lane + 32 * r;
-    if (d < Dh) row[d] = DevScalar<T>::store(x[r] * factor);
+    if (d < Dh) row[d] = Scalar<Tag>::store(x[r] * factor);
   }
 }
 
@@ -73,13 +74,14 @@ __device__ __forceinline__ GroupRows<T> group_rows(const void* data, const Strid
   return {static_cast<const T*>(data) + g.base + h * s.h, g.member, s.d};
 }
 
-template <typename T, typename A>
+template <typename Tag, typename T, typename A>
 __device__ __forceinline__ void load_row(const GroupRows<T>& rows, int64_t n, int64_t Dh, A (&x)[kPerLane]) {
-  load_row(rows.ptr + n * rows.member, rows.sd, Dh, x);
+  load_row<Tag>(rows.ptr + n * rows.member, rows.sd, Dh, x);
 }
 
-template <typename T> __global__ void ea_fwd_kernel(EntityAttentionFwdArgs a) {
-  using A = typename DevScalar<T>::acc;
+template <typename Tag> __global__ void ea_fwd_kernel(EntityAttentionFwdArgs a) {
+  using T = typename Scalar<Tag>::storage;
+  using A = typename Scalar<Tag>::acc;
   __shared__ uint8_t ok[kMaxMembers];
   const EntityAttentionShape sh = a.shape;
   const BlockTask bt = block_task(sh, a.mask, a.sm, ok);
@@ -96,14 +98,14 @@ template <typename T> __global__ void ea_fwd_kernel(EntityAttentionFwdArgs a) {
 
   for (int64_t i = warp; i < bt.N; i += warps) {
     A qi[kPerLane], kj[kPerLane], vj[kPerLane], o[kPerLane];
-    load_row(q, i, sh.Dh, qi);
+    load_row<Tag>(q, i, sh.Dh, qi);
 #pragma unroll
     for (int r = 0; r < kPerLane; ++r) o[r] = A(0);
     OnlineSoftmax<A> st = online_softmax_init<A>();
     for (int64_t j = 0; j < bt.N; ++j) {
       if (!ok[j]) continue;  // masked key: weight 0 (uniform across the warp: no divergence)
-      load_row(k, j, sh.Dh, kj);
-      load_row(v, j, sh.Dh, vj);
+      load_row<Tag>(k, j, sh.Dh, kj);
+      load_row<Tag>(v, j, sh.Dh, vj);
       const A s = warp_dot(qi, kj) * scale;
       A p;
       const A rescale = online_softmax_step(st, s, p);
@@ -112,13 +114,14 @@ template <typename T> __global__ void ea_fwd_kernel(EntityAttentionFwdArgs a) {
     }
     // No present key: l = 0, the output is 0 and lse = -inf (the backward then gives 0 gradients).
     const A inv = st.l > A(0) ? A(1) / st.l : A(0);
-    store_row(out + i * go.member, sh.Dh, o, inv);
+    store_row<Tag>(out + i * go.member, sh.Dh, o, inv);
     if ((threadIdx.x & 31) == 0) lse[i * (go.member / sh.Dh)] = online_softmax_lse(st);
   }
 }
 
-template <typename T> __global__ void ea_bwd_kernel(EntityAttentionBwdArgs a) {
-  using A = typename DevScalar<T>::acc;
+template <typename Tag> __global__ void ea_bwd_kernel(EntityAttentionBwdArgs a) {
+  using T = typename Scalar<Tag>::storage;
+  using A = typename Scalar<Tag>::acc;
   __shared__ uint8_t ok[kMaxMembers];
   __shared__ A Dsh[kMaxMembers];  // D_i = sum_j p_ij dp_ij = do_i . o_i
   const EntityAttentionShape sh = a.shape;
@@ -142,28 +145,28 @@ template <typename T> __global__ void ea_bwd_kernel(EntityAttentionBwdArgs a) {
   // Pass 1, a warp per query i: D_i, then dq_i = scale sum_j p_ij (dp_ij - D_i) k_j.
   for (int64_t i = warp; i < bt.N; i += warps) {
     A qi[kPerLane], doi[kPerLane], kj[kPerLane], vj[kPerLane], g[kPerLane];
-    load_row(q, i, sh.Dh, qi);
-    load_row(dout, i, sh.Dh, doi);
+    load_row<Tag>(q, i, sh.Dh, qi);
+    load_row<Tag>(dout, i, sh.Dh, doi);
     const A lse_i = lse[i * lse_member];
     A Di = A(0);
     for (int64_t j = 0; j < bt.N; ++j) {
       if (!ok[j]) continue;
-      load_row(k, j, sh.Dh, kj);
-      load_row(v, j, sh.Dh, vj);
+      load_row<Tag>(k, j, sh.Dh, kj);
+      load_row<Tag>(v, j, sh.Dh, vj);
       Di += prob_from_lse(warp_dot(qi, kj) * scale, lse_i) * warp_dot(doi, vj);
     }
 #pragma unroll
     for (int r = 0; r < kPerLane; ++r) g[r] = A(0);
     for (int64_t j = 0; j < bt.N; ++j) {
       if (!ok[j]) continue;
-      load_row(k, j, sh.Dh, kj);
-      load_row(v, j, sh.Dh, vj);
+      load_row<Tag>(k, j, sh.Dh, kj);
+      load_row<Tag>(v, j, sh.Dh, vj);
       const A p = prob_from_lse(warp_dot(qi, kj) * scale, lse_i);
       const A ds = p * (warp_dot(doi, vj) - Di);
 #pragma unroll
       for (int r = 0; r < kPerLane; ++r) g[r] += ds * kj[r];
     }
-    store_row(dq + i * go.member, sh.Dh, g, scale);
+    store_row<Tag>(dq + i * go.member, sh.Dh, g, scale);
     if ((threadIdx.x & 31) == 0) Dsh[i] = Di;
   }
   __syncthreads();
@@ -174,11 +177,11 @@ template <typename T> __global__ void ea_bwd_kernel(EntityAttentionBwdArgs a) {
 #pragma unroll
     for (int r = 0; r < kPerLane; ++r) gk_[r] = gv_[r] = A(0);
     if (ok[j]) {  // a masked key got weight 0 everywhere: its gradients are 0
-      load_row(k, j, sh.Dh, kj);
-      load_row(v, j, sh.Dh, vj);
+      load_row<Tag>(k, j, sh.Dh, kj);
+      load_row<Tag>(v, j, sh.Dh, vj);
       for (int64_t i = 0; i < bt.N; ++i) {
-        load_row(q, i, sh.Dh, qi);
-        load_row(dout, i, sh.Dh, doi);
+        load_row<Tag>(q, i, sh.Dh, qi);
+        load_row<Tag>(dout, i, sh.Dh, doi);
         const A p = prob_from_lse(warp_dot(qi, kj) * scale, lse[i * lse_member]);
         const A ds = p * (warp_dot(doi, vj) - Dsh[i]);
 #pragma unroll
@@ -188,8 +191,8 @@ template <typename T> __global__ void ea_bwd_kernel(EntityAttentionBwdArgs a) {
         }
       }
     }
-    store_row(dk + j * go.member, sh.Dh, gk_, scale);
-    store_row(dv + j * go.member, sh.Dh, gv_, A(1));
+    store_row<Tag>(dk + j * go.member, sh.Dh, gk_, scale);
+    store_row<Tag>(dv + j * go.member, sh.Dh, gv_, A(1));
   }
 }
 
@@ -220,7 +223,8 @@ int entity_attention_fwd_cuda(const EntityAttentionFwdArgs& a, cudaStream_t stre
   dim3 grid, block;
   if (!sizes_ok(a.shape) || !launch_dims(a, grid, block)) return kBadSize;
   const int dt_status = dispatch_dtype(a.dtype, [&](auto tag) {
-    MDN_LAUNCH(ea_fwd_kernel<typename decltype(tag)::type>, grid, block, 0, stream)(a);
+    using Tag = typename decltype(tag)::type;
+    MDN_LAUNCH(ea_fwd_kernel<Tag>, grid, block, 0, stream)(a);
   });
   if (dt_status != kOk) return dt_status;
   return launch_status();
@@ -230,7 +234,8 @@ int entity_attention_bwd_cuda(const EntityAttentionBwdArgs& a, cudaStream_t stre
   dim3 grid, block;
   if (!sizes_ok(a.shape) || !launch_dims(a, grid, block)) return kBadSize;
   const int dt_status = dispatch_dtype(a.dtype, [&](auto tag) {
-    MDN_LAUNCH(ea_bwd_kernel<typename decltype(tag)::type>, grid, block, 0, stream)(a);
+    using Tag = typename decltype(tag)::type;
+    MDN_LAUNCH(ea_bwd_kernel<Tag>, grid, block, 0, stream)(a);
   });
   if (dt_status != kOk) return dt_status;
   return launch_status();

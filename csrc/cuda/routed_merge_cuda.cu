@@ -7,7 +7,7 @@
 #include "routed_merge_cuda.cuh"
 
 #include "../common/router_math.h"
-#include "device_scalar.cuh"
+#include "reduce.cuh"
 
 namespace mdn {
 namespace {
@@ -27,7 +27,7 @@ __device__ __forceinline__ bool present(const uint8_t* mask, const Strides3& sm,
 }
 
 // Pooled mean of feature c in [0, 2D) of (b, k): c < D from x_st, else x_ts.
-template <typename T, typename A>
+template <typename Tag, typename T, typename A>
 __device__ __forceinline__ A pooled_feature(const T* xs, const Strides4& s_st, const T* xt, const Strides4& s_ts,
                                             const uint8_t* mask, const Strides3& sm, int64_t b, int64_t k,
                                             int64_t T_, int64_t D, int64_t c, A inv) {
@@ -37,12 +37,13 @@ __device__ __forceinline__ A pooled_feature(const T* xs, const Strides4& s_st, c
   const int64_t d = st ? c : c - D;
   A acc = A(0);
   for (int64_t t = 0; t < T_; ++t)
-    if (present(mask, sm, b, t, k)) acc += DevScalar<T>::load(x[b * s.b + t * s.t + k * s.k + d * s.d]);
+    if (present(mask, sm, b, t, k)) acc += Scalar<Tag>::load(x[b * s.b + t * s.t + k * s.k + d * s.d]);
   return acc * inv;
 }
 
-template <typename T> __global__ void rm_fwd_kernel(RoutedMergeFwdArgs a) {
-  using A = typename DevScalar<T>::acc;
+template <typename Tag> __global__ void rm_fwd_kernel(RoutedMergeFwdArgs a) {
+  using T = typename Scalar<Tag>::storage;
+  using A = typename Scalar<Tag>::acc;
   __shared__ A red[kThreads / 32];
   const int64_t b = blockIdx.x / a.K, k = blockIdx.x % a.K, D = a.D;
   const T* xs = static_cast<const T*>(a.x_st);
@@ -51,7 +52,7 @@ template <typename T> __global__ void rm_fwd_kernel(RoutedMergeFwdArgs a) {
   const A inv = inv_count<A>(count_present(a.mask, a.sm, b, k, a.T));
   A l0 = A(0), l1 = A(0);
   for (int64_t c = threadIdx.x; c < 2 * D; c += blockDim.x) {
-    const A pc = pooled_feature<T, A>(xs, a.s_st, xt, a.s_ts, a.mask, a.sm, b, k, a.T, D, c, inv);
+    const A pc = pooled_feature<Tag, T, A>(xs, a.s_st, xt, a.s_ts, a.mask, a.sm, b, k, a.T, D, c, inv);
     l0 += w[c] * pc;
     l1 += w[2 * D + c] * pc;
   }
@@ -68,14 +69,15 @@ template <typename T> __global__ void rm_fwd_kernel(RoutedMergeFwdArgs a) {
   T* y = static_cast<T*>(a.y);
   for (int64_t t = 0; t < a.T; ++t)
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-      const A vs = DevScalar<T>::load(xs[b * a.s_st.b + t * a.s_st.t + k * a.s_st.k + d * a.s_st.d]);
-      const A vt = DevScalar<T>::load(xt[b * a.s_ts.b + t * a.s_ts.t + k * a.s_ts.k + d * a.s_ts.d]);
-      y[((b * a.T + t) * a.K + k) * D + d] = DevScalar<T>::store(a0 * vs + a1 * vt);
+      const A vs = Scalar<Tag>::load(xs[b * a.s_st.b + t * a.s_st.t + k * a.s_st.k + d * a.s_st.d]);
+      const A vt = Scalar<Tag>::load(xt[b * a.s_ts.b + t * a.s_ts.t + k * a.s_ts.k + d * a.s_ts.d]);
+      y[((b * a.T + t) * a.K + k) * D + d] = Scalar<Tag>::store(a0 * vs + a1 * vt);
     }
 }
 
-template <typename T> __global__ void rm_bwd_rows_kernel(RoutedMergeBwdArgs a) {
-  using A = typename DevScalar<T>::acc;
+template <typename Tag> __global__ void rm_bwd_rows_kernel(RoutedMergeBwdArgs a) {
+  using T = typename Scalar<Tag>::storage;
+  using A = typename Scalar<Tag>::acc;
   __shared__ A red[kThreads / 32];
   const int64_t task = blockIdx.x, b = task / a.K, k = task % a.K, D = a.D;
   const T* xs = static_cast<const T*>(a.x_st);
@@ -87,12 +89,12 @@ template <typename T> __global__ void rm_bwd_rows_kernel(RoutedMergeBwdArgs a) {
   // Pooled means (kept for the weight gradient) and the partial gradients of alpha.
   A dA0 = A(0), dA1 = A(0);
   for (int64_t c = threadIdx.x; c < 2 * D; c += blockDim.x)
-    pooled[c] = pooled_feature<T, A>(xs, a.s_st, xt, a.s_ts, a.mask, a.sm, b, k, a.T, D, c, inv);
+    pooled[c] = pooled_feature<Tag, T, A>(xs, a.s_st, xt, a.s_ts, a.mask, a.sm, b, k, a.T, D, c, inv);
   for (int64_t t = 0; t < a.T; ++t)
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-      const A g = DevScalar<T>::load(dy[b * a.s_dy.b + t * a.s_dy.t + k * a.s_dy.k + d * a.s_dy.d]);
-      dA0 += g * DevScalar<T>::load(xs[b * a.s_st.b + t * a.s_st.t + k * a.s_st.k + d * a.s_st.d]);
-      dA1 += g * DevScalar<T>::load(xt[b * a.s_ts.b + t * a.s_ts.t + k * a.s_ts.k + d * a.s_ts.d]);
+      const A g = Scalar<Tag>::load(dy[b * a.s_dy.b + t * a.s_dy.t + k * a.s_dy.k + d * a.s_dy.d]);
+      dA0 += g * Scalar<Tag>::load(xs[b * a.s_st.b + t * a.s_st.t + k * a.s_st.k + d * a.s_st.d]);
+      dA1 += g * Scalar<Tag>::load(xt[b * a.s_ts.b + t * a.s_ts.t + k * a.s_ts.k + d * a.s_ts.d]);
     }
   const A* dalpha = static_cast<const A*>(a.dalpha);
   dA0 = block_sum(dA0, red) + (dalpha ? dalpha[2 * task] : A(0));
@@ -111,10 +113,10 @@ template <typename T> __global__ void rm_bwd_rows_kernel(RoutedMergeBwdArgs a) {
   for (int64_t t = 0; t < a.T; ++t) {
     const A m = present(a.mask, a.sm, b, t, k) ? inv : A(0);  // the mean's gradient reaches present frames
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-      const A g = DevScalar<T>::load(dy[b * a.s_dy.b + t * a.s_dy.t + k * a.s_dy.k + d * a.s_dy.d]);
+      const A g = Scalar<Tag>::load(dy[b * a.s_dy.b + t * a.s_dy.t + k * a.s_dy.k + d * a.s_dy.d]);
       const int64_t o = ((b * a.T + t) * a.K + k) * D + d;
-      dxs[o] = DevScalar<T>::store(a0 * g + m * (dl0 * w[d] + dl1 * w[2 * D + d]));
-      dxt[o] = DevScalar<T>::store(a1 * g + m * (dl0 * w[D + d] + dl1 * w[3 * D + d]));
+      dxs[o] = Scalar<Tag>::store(a0 * g + m * (dl0 * w[d] + dl1 * w[2 * D + d]));
+      dxt[o] = Scalar<Tag>::store(a1 * g + m * (dl0 * w[D + d] + dl1 * w[3 * D + d]));
     }
   }
 }
@@ -157,7 +159,8 @@ int routed_merge_fwd_cuda(const RoutedMergeFwdArgs& a, cudaStream_t stream) {
   if (!grid_ok(a.B, a.K, a.D) || a.T < 1) return kBadSize;
   const dim3 grid(static_cast<unsigned>(a.B * a.K)), block(kThreads);
   const int dt_status = dispatch_dtype(a.dtype, [&](auto tag) {
-    MDN_LAUNCH(rm_fwd_kernel<typename decltype(tag)::type>, grid, block, 0, stream)(a);
+    using Tag = typename decltype(tag)::type;
+    MDN_LAUNCH(rm_fwd_kernel<Tag>, grid, block, 0, stream)(a);
   });
   if (dt_status != kOk) return dt_status;
   return launch_status();
@@ -166,19 +169,19 @@ int routed_merge_fwd_cuda(const RoutedMergeFwdArgs& a, cudaStream_t stream) {
 int routed_merge_bwd_cuda(const RoutedMergeBwdArgs& a, cudaStream_t stream) {
   if (!grid_ok(a.B, a.K, a.D) || a.T < 1) return kBadSize;
   const dim3 grid(static_cast<unsigned>(a.B * a.K)), block(kThreads);
-  const int dt_status = dispatch_dtype(a.dtype, [&](auto tag) {
-    MDN_LAUNCH(rm_bwd_rows_kernel<typename decltype(tag)::type>, grid, block, 0, stream)(a);
-  });
-  if (dt_status != kOk) return dt_status;
-  int st = launch_status();
-  if (st != kOk) return st;
   const int64_t n = a.K * 2 * a.D;
   const dim3 grid2(static_cast<unsigned>((n + kThreads - 1) / kThreads)), block2(kThreads);
-  if (a.dtype == DType::Float64)
-    MDN_LAUNCH(rm_bwd_router_kernel<double>, grid2, block2, 0, stream)(a);
-  else
-    MDN_LAUNCH(rm_bwd_router_kernel<float>, grid2, block2, 0, stream)(a);
-  return launch_status();
+  int st = kOk;
+  const int dt_status = dispatch_dtype(a.dtype, [&](auto tag) {
+    using Tag = typename decltype(tag)::type;
+    MDN_LAUNCH(rm_bwd_rows_kernel<Tag>, grid, block, 0, stream)(a);
+    st = launch_status();
+    if (st != kOk) return;
+    // The router gradient reads only accumulation-type scratch: one kernel per accumulation type.
+    MDN_LAUNCH(rm_bwd_router_kernel<typename Scalar<Tag>::acc>, grid2, block2, 0, stream)(a);
+    st = launch_status();
+  });
+  return dt_status != kOk ? dt_status : st;
 }
 
 }  // namespace mdn

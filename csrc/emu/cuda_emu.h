@@ -1,7 +1,7 @@
 // CPU emulation of the CUDA execution model, for running csrc/cuda's kernels without a GPU.
 //
 // Included (through cuda/cuda_api.cuh) when the kernel sources are compiled by a host C++ compiler
-// with MDN_CUDA_EMULATE defined; tests/_cuda_emu.py builds them so, with emulator.cpp, fiber.cpp and
+// with MDN_CUDA_EMULATE defined; tests/ops/_cuda_emu.py builds them so, with emulator.cpp, fiber.cpp and
 // emu_ops.cpp, into one shared library. The .cu files themselves are not changed for it.
 //
 // Model: every CUDA thread of a block is a fiber; blocks run one after another. A thread runs until it

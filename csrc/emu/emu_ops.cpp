@@ -1,4 +1,4 @@
-// C entry points of the CUDA emulation library, called from Python through ctypes (tests/_cuda_emu.py).
+// C entry points of the CUDA emulation library, called from Python through ctypes (tests/ops/_cuda_emu.py).
 // Each op runs the same plumbing as the torch layer (args/: checks and the kernel's argument block)
 // and the same launcher as a GPU build (cuda/*.cu, compiled here against cuda_emu.h), on host memory.
 // Returns 0 on success, 1 for an argument error, 2 when the launch failed; `err` gets the message.

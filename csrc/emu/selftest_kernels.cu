@@ -1,10 +1,10 @@
 // Kernels with planted bugs (and their correct twins) that the emulator's checks must catch; run by
-// tests/test_cuda_emulated.py through mdn_emu_selftest(). Emulation only: not part of any GPU build
+// tests/ops/test_cuda_emulated.py through mdn_emu_selftest(). Emulation only: not part of any GPU build
 // (big_shared_kernel does not even compile for a GPU: 64 KiB of static shared memory).
 #include <cstring>
 #include <string>
 
-#include "../cuda/device_scalar.cuh"
+#include "../cuda/reduce.cuh"
 #include "emulator.h"
 
 namespace mdn {

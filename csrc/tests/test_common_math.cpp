@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "../common/dtype.h"
@@ -137,6 +138,35 @@ static void test_group_index() {
   CHECK(groups_of(kTemporal, 4, 5) == 5 && members_of(kTemporal, 4, 5) == 4);
 }
 
+// The one dtype switch: each DType reaches the body once with its own tag (fp16 and bf16 share their
+// uint16_t storage, so the bits of a stored 1.0 tell them apart: 0x3c00 vs 0x3f80); any other value
+// reaches it never and gives kBadDType.
+static void test_dtype_switch() {
+  struct Seen {
+    int calls = 0;
+    size_t storage_bytes = 0, acc_bytes = 0;
+    uint64_t one_bits = 0;  // the stored bits of 1.0
+  };
+  auto run = [](DType dt, Seen* s) {
+    return dispatch_dtype(dt, [&](auto tag) {
+      using S = Scalar<typename decltype(tag)::type>;
+      const typename S::storage one = S::store(typename S::acc(1));
+      ++s->calls;
+      s->storage_bytes = sizeof(typename S::storage);
+      s->acc_bytes = sizeof(typename S::acc);
+      std::memcpy(&s->one_bits, &one, sizeof one);
+    });
+  };
+  Seen f32, f64, f16, bf16, bad;
+  CHECK(run(DType::Float32, &f32) == kOk && f32.calls == 1 && f32.storage_bytes == 4 && f32.acc_bytes == 4);
+  CHECK(run(DType::Float64, &f64) == kOk && f64.calls == 1 && f64.storage_bytes == 8 && f64.acc_bytes == 8);
+  CHECK(run(DType::Float16, &f16) == kOk && f16.calls == 1 && f16.storage_bytes == 2 && f16.acc_bytes == 4);
+  CHECK(run(DType::BFloat16, &bf16) == kOk && bf16.calls == 1 && bf16.storage_bytes == 2 && bf16.acc_bytes == 4);
+  CHECK(f32.one_bits == 0x3f800000u && f64.one_bits == 0x3ff0000000000000ull && f16.one_bits == 0x3c00u &&
+        bf16.one_bits == 0x3f80u);
+  CHECK(run(static_cast<DType>(7), &bad) == kBadDType && bad.calls == 0);
+}
+
 // A direct double-precision attention of one (path, b, group, head) vs the host kernel.
 static void test_entity_attention_kernel() {
   const int P = 2;
@@ -204,6 +234,7 @@ int main() {
   test_softmax();
   test_router();
   test_group_index();
+  test_dtype_switch();
   test_entity_attention_kernel();
   if (failures) {
     std::fprintf(stderr, "test_common_math: %d check(s) failed\n", failures);

@@ -26,7 +26,7 @@ from ..skeleton.layouts import get_layout
 from ..skeleton.validate import as_integer
 from . import safe_pickle
 from ..skeleton.layouts_extra import hand_groups_swapped, swap_hand_groups
-from .video import tsn_sample_indices
+from .video_sampling import tsn_sample_indices
 
 NUM_CLASSES = 32
 NUM_JOINTS = 22

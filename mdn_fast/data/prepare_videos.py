@@ -64,8 +64,8 @@ def prepared_size(h: int, w: int, short_side: int, pix_fmt: str = DEFAULT_PIX_FM
     if pix_fmt == "yuv420p":
         s = short_side / min(h, w)
         return max(2, int(round(h * s / 2.0)) * 2), max(2, int(round(w * s / 2.0)) * 2)
-    from .video import _short_side_size
-    return _short_side_size(h, w, short_side)
+    from .video_transforms import short_side_size
+    return short_side_size(h, w, short_side)
 
 
 def _is_within(path: str, folder: str) -> bool:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..inputs import IMAGENET_MEAN, IMAGENET_STD
 from ..skeleton.layouts import BODY25, ENTITIES
 
 CLASS_NAMES = (
@@ -48,8 +49,6 @@ BODY_OF_CLASS = (0, 1, 1, 1, 2, 3, 4, 4, 5, 5, 6, 6)
 RHYTHM_PAIRS = ((8, 9), (10, 11))
 
 #: ImageNet normalisation applied to rendered frames.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _SPLITS = {"train": 0, "val": 1}
 _R = BODY25.roles

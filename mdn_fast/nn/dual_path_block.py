@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import entity_attention, routed_merge
-from ..ops._backends import check_backend_name
+from ..ops import check_backend_name
 from ..ops._checks import check_tau
 from .entity_layer import EntityLayer, normalize_only
 

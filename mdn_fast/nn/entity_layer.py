@@ -13,7 +13,7 @@ from torch import nn
 
 from .._limits import AXES
 from ..ops import entity_attention
-from ..ops._backends import check_backend_name
+from ..ops import check_backend_name
 
 
 class EntityLayer(nn.Module):

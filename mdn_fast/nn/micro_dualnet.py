@@ -25,7 +25,7 @@ from torch import nn
 from ..skeleton.boxes import check_keypoints
 from ..skeleton.validate import check_frame_values, check_keypoint_values
 from ..skeleton.layouts import ENTITIES, get_layout, layout_names
-from ..ops._backends import check_backend_name
+from ..ops import check_backend_name
 from ..ops._checks import check_tau
 from .dual_path_block import DualPathBlock
 from .mac_loss import MACLoss

@@ -34,9 +34,9 @@ from torchvision.ops import roi_align
 
 from ..skeleton.boxes import entity_boxes
 from ..skeleton.layouts import get_layout
+from ..inputs import MODALITIES
 from .tsm import insert_tsm
 
-MODALITIES = ("rgb+pose", "rgb", "pose")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 FEATURE_STRIDES = (8, 16, 32)
 

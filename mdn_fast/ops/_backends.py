@@ -2,32 +2,41 @@
 
 A backend is a module exposing
 - ``unavailable_reason() -> str | None``: why it cannot run at all here (not built, not installed);
-- ``unsupported_reason(op, device, dtype, sizes) -> str | None``: why it refuses these inputs;
+- ``runtime_reasons(op, device, dtype) -> list[str]``: why it refuses these inputs for reasons only the
+  running process knows (no CUDA kernels loaded, no Triton GPU driver, the interpreter's bf16 dot); what
+  its kernels take in general (devices, dtypes, size limits) is its rows of ``_capabilities.CAPABILITIES``;
 - one callable per op, taking arguments already validated by ``_checks``:
   ``entity_attention(q, k, v, axes, mask, scale)``, ``routed_merge(x_st, x_ts, weight, bias, tau, mask)``.
-Backends add only their launch; checks, shapes and limits live in ``_checks`` and ``_limits``.
+Backends add only their launch; checks, shapes and limits live in ``_checks``, ``_limits`` and
+``_capabilities``.
 
-"Can backend X run this?" has one answer, ``unsupported_reason(backend, op, device, dtype, sizes)``
-(``supports`` is its boolean form): dispatch, the tests and the benchmarks all ask it.
+"Can backend X run this?" has one answer, ``unsupported_reasons(backend, op, device, dtype, sizes)`` (every
+reason; ``unsupported_reason`` joins them, ``supports`` is the boolean form): dispatch, the tests and the
+benchmarks all ask it. ``"auto"`` logs why it passed over a backend on the ``mdn_fast.ops`` logger at
+debug level (``logging.getLogger("mdn_fast.ops").setLevel(logging.DEBUG)`` to see it).
 """
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 
 import torch
 
 from . import _auto_table
+from ._capabilities import table_reasons
 
+#: The backends, by the names the ops' ``backend=`` takes; ``BACKEND_CHOICES`` adds ``"auto"``.
 BACKENDS = ("reference", "triton", "cpp")
-VALID = BACKENDS + ("auto",)
+BACKEND_CHOICES = BACKENDS + ("auto",)
+_log = logging.getLogger("mdn_fast.ops")
 _MODULES = {
     "reference": "mdn_fast.ops.reference_backend",
     "triton": "mdn_fast.ops.triton_backend",
     "cpp": "mdn_fast.ops.cpp_backend",
 }
 # Order "auto" tries per device type when ``_auto_table`` has no measurement for the op and dtype. CUDA's is
-# an assumption until a GPU result generates the table (``python -m benchmarks.auto_table``); on CPU only the
+# an assumption until a GPU result generates the table (``python -m tools.auto_table``); on CPU only the
 # C++ extension is a real fused backend (Triton runs there only under the interpreter). The reference closes
 # every list so "auto" never fails where the reference would succeed.
 _AUTO_ORDER = {"cuda": ("triton", "cpp", "reference"), "cpu": ("cpp", "reference")}
@@ -63,26 +72,37 @@ def available_backends() -> dict[str, str | None]:
 
 
 def check_backend_name(backend) -> None:
-    if backend not in VALID:
-        raise ValueError(f"backend: expected one of {VALID}, got {backend!r}")
+    """Raise ``ValueError`` naming the choices unless ``backend`` is one of ``BACKEND_CHOICES``."""
+    if backend not in BACKEND_CHOICES:
+        raise ValueError(f"backend: expected one of {BACKEND_CHOICES}, got {backend!r}")
 
 
-def unsupported_reason(backend: str, op: str, device, dtype: torch.dtype, sizes: dict) -> str | None:
-    """Why ``backend`` cannot run ``op`` on these inputs here (None when it can): not available at all
-    (not built, not installed), or it refuses this device, dtype or sizes.
+def unsupported_reasons(backend: str, op: str, device, dtype: torch.dtype, sizes: dict) -> list[str]:
+    """Every reason ``backend`` cannot run ``op`` on these inputs here (empty when it can): it is not
+    available at all (not built, not installed), its kernels do not take this device type, dtype or these
+    sizes (``_capabilities.CAPABILITIES``), or this process cannot run them (the backend's
+    ``runtime_reasons``, asked only when it is available).
 
     Args:
         backend: a name of ``BACKENDS``; op: ``"entity_attention"`` or ``"routed_merge"``;
         device: a ``torch.device`` or its string; dtype: the inputs' dtype;
         sizes: ``{"P", "B", "T", "K", "H", "Dh"}`` for entity_attention, ``{"B", "T", "K", "D"}`` for
-            routed_merge (extra keys are ignored).
+            routed_merge (a size left out is not checked; extra keys are ignored).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    device = torch.device(device)
     why = unavailable_reason(backend)
-    if why:
-        return why
-    return _module(backend).unsupported_reason(op, torch.device(device), dtype, sizes)
+    reasons = [why] if why else []
+    reasons += table_reasons(backend, op, device, dtype, sizes)
+    if not why:
+        reasons += _module(backend).runtime_reasons(op, device, dtype)
+    return reasons
+
+
+def unsupported_reason(backend: str, op: str, device, dtype: torch.dtype, sizes: dict) -> str | None:
+    """``unsupported_reasons`` as one string (``"; "`` between reasons), None when ``backend`` can run it."""
+    return "; ".join(unsupported_reasons(backend, op, device, dtype, sizes)) or None
 
 
 def supports(backend: str, op: str, device, dtype: torch.dtype, sizes: dict) -> bool:
@@ -126,7 +146,7 @@ def autodiff_reason(inputs=()) -> str | None:
                 return ("a differentiating torch.func transform (grad, vjp, jacrev, jacfwd, jvp, hessian) is "
                         "active, and the fused ops' autograd (torch.library.register_autograd) cannot run under "
                         "it")
-    except AttributeError:  # torch moved its functorch internals: tests/test_silent_ops.py fails loudly
+    except AttributeError:  # torch moved its functorch internals: tests/ops/test_silent_ops.py fails loudly
         pass
     from torch.autograd import forward_ad
     if forward_ad._current_level >= 0 and any(
@@ -157,8 +177,12 @@ def resolve(op: str, backend: str, x: torch.Tensor, sizes: dict, inputs=()):
     forced = os.environ.get("MDN_FAST_BACKEND")  # test/benchmark hook: force "auto" to one backend
     order = (forced, "reference") if forced in BACKENDS else auto_order(x.device.type, op, x.dtype)[0]
     for name in order:
-        if (name == "reference" or not context) and supports(name, op, x.device, x.dtype, sizes):
+        why = context if context and name != "reference" else unsupported_reason(name, op, x.device, x.dtype, sizes)
+        if not why:
             return _module(name)
+        if not torch.compiler.is_compiling() and _log.isEnabledFor(logging.DEBUG):  # dynamo cannot trace logging
+            _log.debug("backend='auto' passed over %r for %s (%s, %s, %s): %s", name, op, x.device.type,
+                       x.dtype, sizes, why)
     raise AssertionError("unreachable: the reference backend accepts every valid input")
 
 

@@ -3,7 +3,7 @@
 The C++ library declares these in csrc/torch/library.cpp (``STABLE_TORCH_LIBRARY(mdn_fast, ...)``); the
 Triton backend registers its ops in ``mdn_fast_triton`` with exactly these strings, so both namespaces
 take the same arguments by the same names and return the same things. Written twice (C++ cannot import
-Python and the Triton backend must work without the compiled part); tests/test_triton_kernels.py
+Python and the Triton backend must work without the compiled part); tests/ops/test_triton_kernels.py
 ``test_schemas_match_the_cpp_ops`` fails if the two copies drift. (torch 2.11's ``triton_op`` drops
 ``schema=`` and infers one from the type hints: there ``axes`` reads ``SymInt[]``, the only difference.)
 

@@ -28,13 +28,14 @@ why and the package runs on its other backends. ``MDN_FAST_DISABLE_C=1`` skips l
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
 
 import torch
 
-from .._limits import AXES, OP_DTYPES, acc_dtype, fused_size_reason
+from .._limits import AXES, acc_dtype
 from ._autograd import register_entity_attention_autograd, register_routed_merge_autograd
 
 
@@ -80,7 +81,7 @@ def _load_cuda() -> str | None:
                 "MDN_FAST_CUDA=1, or install the CUDA wheel of mdn-fast")
     if not torch.version.cuda:
         return f"torch {torch.__version__} is a CPU build: the CUDA kernels (mdn_fast._C_cuda) are not loaded"
-    built = _C_INFO().get("cuda_major")
+    built = _C_INFO().get("cuda_major")  # before _C_cuda loads, so not build_info()
     if built and built != torch.version.cuda.split(".")[0]:
         return (f"mdn_fast's CUDA kernels were built for CUDA {built}, this torch for CUDA {torch.version.cuda}: "
                 f"install the mdn-fast wheel built for CUDA {torch.version.cuda.split('.')[0]}, or rebuild from "
@@ -105,10 +106,8 @@ def unavailable_reason() -> str | None:
     return _LOAD_ERROR
 
 
-def build_info() -> dict[str, str]:
-    """What the extension was built with, e.g. ``{"cpu": "1", "abi": "stable", "cuda": "1", "cuda_archs":
-    "8.0;9.0+PTX", "max_k": "16", ...}`` (``cuda`` is "1" when the CUDA kernels are loaded; empty when
-    ``_C`` is unavailable)."""
+@functools.cache
+def _build_info() -> dict[str, str]:
     if _LOAD_ERROR is not None:
         return {}
     info = _C_INFO()
@@ -121,26 +120,19 @@ def build_info() -> dict[str, str]:
     return info
 
 
-def unsupported_reason(op, device, dtype, sizes) -> str | None:
-    if _LOAD_ERROR is not None:
-        return _LOAD_ERROR
-    device = torch.device(device)
-    if device.type == "cuda" and _CUDA_ERROR is not None:
-        return _CUDA_ERROR
-    if device.type not in ("cpu", "cuda"):
-        return f"no kernels for device type {device.type!r} (cpu and cuda only)"
-    return kernel_reason(op, dtype, sizes)
+def build_info() -> dict[str, str]:
+    """What the extension was built with, e.g. ``{"cpu": "1", "abi": "stable", "cuda": "1", "cuda_archs":
+    "8.0;9.0+PTX", "max_k": "16", ...}`` (``cuda`` is "1" when the CUDA kernels are loaded; empty when
+    ``_C`` is unavailable). Read from the libraries once; each call returns a fresh copy."""
+    return dict(_build_info())
 
 
-def kernel_reason(op, dtype, sizes) -> str | None:
-    """Why the C++ kernels (CPU and CUDA alike) refuse this dtype or these sizes; None when they take them."""
-    if dtype not in OP_DTYPES:
-        return f"dtype {dtype} is not supported (float32, float16, bfloat16, float64)"
-    if op == "entity_attention":
-        return fused_size_reason(sizes["T"], sizes["K"], sizes.get("Dh"), sizes.get("P"))
-    if op == "routed_merge":
-        return None
-    return f"unknown op {op!r}"
+def runtime_reasons(op, device, dtype) -> list[str]:
+    """Why this process cannot run the C++ kernels on ``device`` (the devices, dtypes and sizes they take
+    are the "cpp" rows of ``ops._capabilities.CAPABILITIES``): the CUDA kernels are not loaded."""
+    if torch.device(device).type == "cuda" and _CUDA_ERROR is not None:
+        return [_CUDA_ERROR]
+    return []
 
 
 def call_entity_attention(ns, q, k, v, axes, mask, scale):

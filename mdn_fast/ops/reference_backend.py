@@ -8,8 +8,8 @@ def unavailable_reason():
     return None
 
 
-def unsupported_reason(op, device, dtype, sizes):
-    return None
+def runtime_reasons(op, device, dtype):
+    return []
 
 
 entity_attention = reference.entity_attention

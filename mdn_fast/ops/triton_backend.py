@@ -5,7 +5,7 @@ outputs and launches through ``wrap_triton`` (so its fake impl is the same body,
 ``torch.compile`` sees the kernels), with autograd wired to a backward op by the helpers of
 ``ops._autograd`` that the C++ backend uses too. Names, schemas and return conventions are those of the
 C++ ops (``torch.ops.mdn_fast``, csrc/torch/library.cpp; the strings are ``ops._schemas.SCHEMAS``, which
-tests/test_triton_kernels.py checks against the C++ ones), so code written against one namespace runs on
+tests/ops/test_triton_kernels.py checks against the C++ ones), so code written against one namespace runs on
 the other:
 - ``entity_attention_fwd(q, k, v, int[] axes, Tensor? mask, float scale) -> (out, lse)``; axes: 0 spatial,
   1 temporal; ``out [P, B, T, K, H, Dh]`` contiguous in q's dtype; ``lse [P, B, T, K, H]`` float32, the
@@ -32,7 +32,7 @@ from typing import Optional
 import torch
 
 from .._debug import new_output
-from .._limits import AXES, fused_size_reason
+from .._limits import AXES
 from ._autograd import register_entity_attention_autograd, register_routed_merge_autograd
 from ._schemas import SCHEMAS
 
@@ -46,7 +46,6 @@ try:
 except Exception as e:  # triton missing or torch < 2.6: the backend reports why and is never called
     _IMPORT_ERROR = f"{type(e).__name__}: {e}"
 
-_SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # The interpreter multiplies bf16 dot operands as their uint16 bit patterns (Triton 3.6 to 3.9; the fix was
 # declined upstream). So under it bf16 entity_attention is refused unless
 # ``kernels.triton.INTERPRETER_BF16_DOT_OK`` says the dot was made right (the test harness does that).
@@ -75,28 +74,23 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def unsupported_reason(op: str, device, dtype, sizes: dict) -> str | None:
-    if _IMPORT_ERROR is not None:
-        return unavailable_reason()
-    if dtype not in _SUPPORTED_DTYPES:
-        return f"dtype {dtype} is not supported by the Triton kernels (float32, float16, bfloat16)"
-    why = fused_size_reason(sizes["T"], sizes["K"], sizes.get("Dh"), sizes.get("P"))
-    if why:
-        return why
+def runtime_reasons(op: str, device, dtype) -> list[str]:
+    """Why this process cannot run the Triton kernels on these inputs (the devices, dtypes and sizes they
+    take are the "triton" rows of ``ops._capabilities.CAPABILITIES``): CPU tensors without the
+    interpreter, no GPU driver, or the interpreter's bf16 dot."""
     device = torch.device(device)
     if _kt.interpreting():
-        if device.type not in ("cpu", "cuda"):
-            return f"the Triton interpreter runs CPU or CUDA tensors, got device {device}"
         if op == "entity_attention" and dtype == torch.bfloat16 and not _kt.INTERPRETER_BF16_DOT_OK:
-            return (f"the Triton interpreter's bf16 tl.dot is wrong upstream ({BF16_DOT_ISSUE}): bf16 runs on a "
-                    "GPU only; the test harness fixes it (tests/_triton_interp_bf16.py)")
-        return None
+            return [f"the Triton interpreter's bf16 tl.dot is wrong upstream ({BF16_DOT_ISSUE}): bf16 runs on a "
+                    "GPU only; the test harness fixes it (tests/ops/_triton_interp_bf16.py)"]
+        return []
     if device.type == "cpu":
-        return ("CPU tensors run on the Triton backend only through the interpreter (TRITON_INTERPRET=1 set "
-                "before triton is first imported, i.e. before importing mdn_fast)")
-    if device.type != "cuda":
-        return f"the Triton backend runs CUDA tensors, got device {device}"
-    return _gpu_driver_reason()
+        return ["CPU tensors run on the Triton backend only through the interpreter (TRITON_INTERPRET=1 set "
+                "before triton is first imported, i.e. before importing mdn_fast)"]
+    if device.type == "cuda":
+        why = _gpu_driver_reason()
+        return [why] if why else []
+    return []
 
 
 def _is_fake(x: torch.Tensor) -> bool:
@@ -122,7 +116,7 @@ def _keep_opaque_under_interpreter(op) -> None:
 
     ``FunctionalTensorMode`` is private torch, but it is the mode ``register_torch_dispatch`` (public)
     needs here, and ``mode.__torch_dispatch__`` is the handling any opaque custom op gets from it.
-    tests/test_triton_kernels.py::test_ops_stay_whole_in_compiled_graphs fails loudly if torch moves or
+    tests/ops/test_triton_kernels.py::test_ops_stay_whole_in_compiled_graphs fails loudly if torch moves or
     changes either."""
     if not _kt.interpreting():
         return

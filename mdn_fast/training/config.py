@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import dataclass, field, fields, replace
 
-from ..ops._backends import VALID as VALID_BACKENDS
+from ..ops import BACKEND_CHOICES
 from .registry import DATASET_OPTIONS, MODALITIES, dataset_names, get_dataset
 
 
@@ -100,7 +100,7 @@ class TrainConfig:
     heads: int = option(4, min=1)
     depth: int = option(1, min=1)
     lambda_mac: float = option(0.1, "weight of the MAC loss (0 = off)", min=0)
-    backend: str = option("auto", choices=VALID_BACKENDS)
+    backend: str = option("auto", choices=BACKEND_CHOICES)
     backbone: str = option("resnet18", "torchvision ResNet for rgb modalities")
     backbone_weights: str = option("", "local ResNet state-dict file (ImageNet init); never downloaded", path=True)
     num_clips: int = option(3000, "training clips (real data: 0 = all, N = first N)", min=0)

@@ -60,42 +60,46 @@ def _ma52_parts(cfg) -> dict:
 
 
 def _ma52_split(cfg, split: str, train: bool):
-    from ..data.ma52 import AnnotationError, MA52Dataset
+    from ..data.ma52 import BadClipsError, MA52Dataset, MA52Release
     if train and cfg.lists and Path(cfg.lists).is_file():
         raise ValueError(f"--lists {cfg.lists!r}: a list file serves every split, so train and --val-split "
                          f"{cfg.val_split!r} would be the same clips; give the folder holding "
                          f"{{split}}_list_videos.txt")
-    exclude = _ma52_bad_clips(cfg, split) if cfg.skip_bad_clips else ()
+    # found once: the screen and the dataset share the parts, the opened pose source included
+    release = MA52Release(Path(cfg.root), **_ma52_parts(cfg))
+    screen = _ma52_screen(cfg, release, split) if cfg.skip_bad_clips else None
     try:
-        return MA52Dataset(Path(cfg.root), split, cfg.modality, num_segments=cfg.num_frames, train=train,
+        return MA52Dataset(release.root, split, cfg.modality, num_segments=cfg.num_frames, train=train,
                            short_side=round(cfg.image_size * 256 / 224), crop_size=cfg.image_size,
-                           skip_bad_clips=cfg.skip_bad_clips, exclude=exclude, **_ma52_parts(cfg))
-    except AnnotationError as e:
-        # the reader's hint names its Python arguments: name the command and the option instead
-        msg, hint, _ = str(e).partition(". Run mdn_fast.data.check.check_dataset")
-        if not hint:
+                           skip_bad_clips=cfg.skip_bad_clips, release=release, screen=screen,
+                           exclude=screen.bad_clips() if screen is not None else ())
+    except BadClipsError as e:
+        if not e.skippable:
             raise
-        raise AnnotationError(f"{msg}. `mdn-fast check-data --dataset ma52 --root {cfg.root}` lists every "
-                              f"unusable clip; add --skip-bad-clips to leave them out") from None
+        # the reader's advice names its Python arguments: name the command and the option instead
+        raise BadClipsError(e.list_file, e.problems, e.listed,
+                            f". `mdn-fast check-data --dataset ma52 --root {cfg.root}` lists every unusable clip; "
+                            f"add --skip-bad-clips to leave them out") from None
 
 
-def _ma52_bad_clips(cfg, split: str) -> list[str]:
-    """``--skip-bad-clips``: the clips of ``split`` that ``check_dataset`` finds unusable (video decoding
-    failures included, which the dataset alone would only meet mid-epoch); rank 0 logs them. Under
-    torchrun every rank scans on its own: a rank-0 scan broadcast to the others could outlast the
-    collectives' timeout on a full release."""
-    from ..data.check import check_dataset
+def _ma52_screen(cfg, release, split: str):
+    """``--skip-bad-clips``: the clip screen of ``split`` as ``check-data`` runs it (every video opened:
+    decoding failures are found, which the dataset alone would only meet mid-epoch); the dataset is built
+    from it and leaves its bad clips out; rank 0 logs them. Under torchrun every rank screens on its own:
+    a rank-0 screen broadcast to the others could outlast the collectives' timeout on a full release."""
+    from ..data.findings import ERROR
+    from ..data.ma52 import screen_split
     main = _rank() == 0
-    rep = check_dataset("ma52", cfg.root, (split,), modality=cfg.modality, check_videos=cfg.modality != "pose",
-                        progress=cfg.progress and main, **_ma52_parts(cfg))   # pose: the videos are not read
-    bad = rep.bad_clips(split)
+    screen = screen_split(release, split, modality=cfg.modality, check_videos=cfg.modality != "pose",
+                          findings=False, progress=cfg.progress and main)   # pose: the videos are not read
+    bad = screen.bad_clips()
     if bad and main:
-        first = next(p for p in rep.errors if p.split == split and p.clip)
+        first = next(p for p in screen.problems if p.severity == ERROR and p.clip)
         where = first.file + (f", line {first.line}" if first.line is not None else "")
         log.warning("--skip-bad-clips: split %r: leaving out %d of %d listed clips that `mdn-fast check-data` "
-                    "finds unusable (first: %s [%s]: %s): %s", split, len(bad), rep.splits[split].clips, where,
+                    "finds unusable (first: %s [%s]: %s): %s", split, len(bad), screen.report.clips, where,
                     first.clip, first.message, ", ".join(bad))
-    return bad
+    return screen
 
 
 def _rank() -> int:
@@ -113,10 +117,9 @@ def _ma52_predictions(path, ds, logits):
     """MA-52's ``prediction.csv`` (``vid, action_pred_1..5, body_pred_1..5``; ``body_pred_k`` is the body
     class of ``action_pred_k``, the official evaluation script's rule)."""
     from ..data.prediction_csv import write_prediction_csv
-    from ..data.ma52 import read_list
     base, idx = unwrap_subset(ds)
     names = base.names()
-    listed = len(read_list(base.list_file))
+    listed = base.num_listed
     if len(idx) < listed:
         log.warning("%s holds %d of the %d clips listed in %s (--num-clips, or clips left out by "
                     "--skip-bad-clips): an evaluation server may refuse an incomplete file", path, len(idx),

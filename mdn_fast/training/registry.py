@@ -15,7 +15,9 @@ from typing import Callable
 
 from torch.utils.data import Subset
 
-MODALITIES = ("pose", "rgb", "rgb+pose")
+from ..inputs import MODALITIES as _MODEL_MODALITIES
+
+MODALITIES = tuple(sorted(_MODEL_MODALITIES))  # the model's, alphabetical for the CLI's choices
 #: TrainConfig fields that only some datasets read (``DatasetEntry.options``).
 DATASET_OPTIONS = ("lists", "videos", "pose", "prepared_videos", "skip_bad_clips")
 

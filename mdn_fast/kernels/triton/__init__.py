@@ -15,7 +15,7 @@ from triton.runtime.jit import JITFunction
 
 #: Whether this process's Triton interpreter computes bf16 ``tl.dot`` right. The plain interpreter does not
 #: (it multiplies bf16 bit patterns: ``ops.triton_backend`` refuses bf16 ``entity_attention`` under it);
-#: only code that has fixed it sets this, i.e. the test harness (tests/_triton_interp_bf16.py), after
+#: only code that has fixed it sets this, i.e. the test harness (tests/ops/_triton_interp_bf16.py), after
 #: checking its fix. Compiled (GPU) kernels never read it.
 INTERPRETER_BF16_DOT_OK = False
 

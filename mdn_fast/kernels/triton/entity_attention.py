@@ -334,7 +334,7 @@ def _warps(fp32: bool, block_r: int, block_d: int, whole: bool) -> tuple[int, in
     chunked, the score tile BLOCK_R x BLOCK_R) below 32 x 32 runs 4 warps, else 8 (at 4 the paper's
     64 x 32 bf16 backward spills on sm_80; at 8 it fits in 128 registers with the same or better
     occupancy). The exceptions are where ptxas spills at the rule's count (sm_80/sm_90, Triton 3.6 and
-    3.8: ``python -m benchmarks.kernel_resources``, each checked with both stacks)."""
+    3.8: ``python -m tools.kernel_resources``, each checked with both stacks)."""
     tile = block_r * (block_d if whole else block_r)
     fwd = bwd = 4 if tile < 32 * 32 else 8
     if block_r == 64 and not whole and not fp32:
@@ -353,7 +353,7 @@ def launch_config(T: int, K: int, Dh: int, axes: list[int], dtype_is_fp32: bool,
     """Grid width (``NGB``), axes bitmask and the launch meta-parameters of each kernel (``fwd``, ``bwd``:
     ``BLOCK_R``, ``BLOCK_D``, ``CHUNK_D``, ``WHOLE``, ``DOT_PREC``, ``num_warps``) for sizes (T, K, Dh),
     per-path axes (0 spatial, 1 temporal) and dtype. Registers, spills and occupancy of every
-    configuration chosen here: ``python -m benchmarks.kernel_resources`` (CI holds them to zero spills).
+    configuration chosen here: ``python -m tools.kernel_resources`` (CI holds them to zero spills).
 
     BLOCK_R: rows per program, a power of two >= the larger group (so every group fits in one program),
     >= 16 (``tl.dot``'s minimum) and, to batch tiny groups, up to 64 rows of groups for 16-bit inputs

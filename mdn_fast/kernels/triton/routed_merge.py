@@ -19,7 +19,7 @@ The chunk loops run ``NCHUNK`` (a ``tl.constexpr``, ``cdiv(D, BLOCK_D)``) times 
 array, which Triton 3.6 turns into a loop bound with ``int(array)``, an error since NumPy 2.4 (Triton 3.8
 squeezes the array first); a constexpr is a plain int under every Triton and NumPy. D itself stays a
 runtime argument: made a constexpr, it let the compiler fold the ``< D`` masks into more live registers
-(8 bytes of spill on sm_80 in the chunked fp16/bf16 forward, benchmarks/kernel_resources.py).
+(8 bytes of spill on sm_80 in the chunked fp16/bf16 forward, tools/kernel_resources.py).
 """
 from __future__ import annotations
 
@@ -218,6 +218,6 @@ def launch_config(T: int, D: int) -> dict:
     single = block_t * block_d_full <= _SINGLE_TILE
     block_d = block_d_full if single else max(16, _SINGLE_TILE // block_t)
     # 8 warps from 2048-element tiles, 16 from 4096: fewer spill (4 warps on the paper's [8, 256] bf16
-    # tile on sm_80; 8 warps on the chunked [8, 512] fp16/bf16 forward) (benchmarks/kernel_resources.py).
+    # tile on sm_80; 8 warps on the chunked [8, 512] fp16/bf16 forward) (tools/kernel_resources.py).
     return dict(BLOCK_T=block_t, BLOCK_D=block_d, SINGLE=single, NCHUNK=-(-D // block_d),
                 num_warps=4 if block_t * block_d < 2048 else (8 if block_t * block_d < 4096 else 16))

@@ -1,0 +1,1 @@
+"""The data wing: dataset readers, data checks, video decoding and preparation."""

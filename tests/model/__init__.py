@@ -1,0 +1,1 @@
+"""The model wing: nn modules, skeleton geometry, whole-model capture, pretrained files."""
