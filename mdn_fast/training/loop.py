@@ -225,6 +225,22 @@ class EpochOrder(Sampler):
         return iter(self.order[skip:])
 
 
+def too_few_clips(cfg: TrainConfig, n: int, world_size: int = 1) -> str:
+    """Why ``n`` training clips give no full batch, and the fix that applies: ``--num-clips`` only helps
+    where it made the set that small (synthetic data is generated to it; real data is cut to its first
+    N clips); a real split used whole can only take a smaller batch."""
+    over = f" over {world_size} processes" if world_size > 1 else ""
+    head = f"{n} training clips make no full batch of batch_size={cfg.batch_size}{over}"
+    if not get_dataset(cfg.dataset).first_clips:
+        return f"num_clips: {head}; raise --num-clips or lower --batch-size"
+    if cfg.num_clips > 0:
+        return f"num_clips: {head} (--num-clips {cfg.num_clips} kept only the first clips); raise --num-clips " \
+               f"(0 = all) or lower --batch-size"
+    most = n - n % world_size if world_size > 1 else n
+    fix = f"use --batch-size {most} or less" if most > 0 else "the split has fewer clips than processes"
+    return f"batch_size: {head}: the whole training split has only {n}; {fix}"
+
+
 def build_data(cfg: TrainConfig, ctx, gen: torch.Generator) -> Data:
     """The datasets and their loaders (per-rank batch = ``batch_size / world_size``)."""
     train_set, val_set, spec = build_datasets(cfg)
@@ -245,9 +261,7 @@ def build_data(cfg: TrainConfig, ctx, gen: torch.Generator) -> Data:
     train_loader = DataLoader(train_set, batch_size=per_rank, sampler=order, drop_last=True, generator=gen,
                               **train_opts)
     if len(train_loader) == 0:
-        raise ValueError(f"num_clips: {len(train_set)} training clips make no full batch of batch_size="
-                         f"{cfg.batch_size}" + (f" over {W} processes" if ctx.distributed else "")
-                         + "; raise --num-clips or lower --batch-size")
+        raise ValueError(too_few_clips(cfg, len(train_set), W if ctx.distributed else 1))
     shard = dist_util.eval_shard(len(val_set), ctx)
     val_loader = DataLoader(Subset(val_set, shard) if ctx.distributed else val_set,
                             batch_size=cfg.eval_batch_size or max(per_rank, 64), shuffle=False, **common)

@@ -284,3 +284,26 @@ def test_eval_after_the_data_moved(release, tmp_path, capsys):
     assert "held-out: Top-1" in capsys.readouterr().out
     assert main(["eval", ckpt, "--root", str(new), "--pose", str(new / "MA-52_openpose_28kp" / "MA52_val.pkl")]) == 0
     assert "held-out: Top-1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, named, fix", [
+    ([], "batch_size", "the whole training split has only 3; use --batch-size 3 or less"),
+    (["--num-clips", "2"], "num_clips", "(--num-clips 2 kept only the first clips); raise --num-clips (0 = all)"),
+])
+def test_too_few_clips_for_a_batch_names_the_fix_that_applies(release, tmp_path, capsys, extra, named, fix):
+    """A real split used whole cannot be made bigger by --num-clips (the advice it used to get); cut by
+    --num-clips, it can. Refused before any epoch, nothing written."""
+    args = ["train", *POSE, "--root", str(release), "--out", str(tmp_path / "run"), *extra]
+    args[args.index("--batch-size") + 1] = "4"
+    err = _one_line_error(capsys, args)
+    assert f"error: {named}: " in err and fix in err, err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_too_few_synthetic_clips_still_point_at_num_clips():
+    from mdn_fast.training.loop import too_few_clips
+    msg = too_few_clips(TrainConfig.for_dataset("synthetic", batch_size=64, num_clips=40), 40)
+    assert msg.startswith("num_clips: 40 training clips make no full batch of batch_size=64")
+    assert msg.endswith("raise --num-clips or lower --batch-size")
+    cfg = TrainConfig.for_dataset("ma52", root="x", modality="pose", batch_size=8)
+    assert too_few_clips(cfg, 7, world_size=2).endswith("only 7; use --batch-size 6 or less")
