@@ -104,8 +104,10 @@ class MA52Dataset(torch.utils.data.Dataset):
     skip_bad_clips: a listed clip without usable keypoints (no pose entry, a malformed one) or whose
     video file is missing is refused by default (``BadClipsError``, an ``AnnotationError`` naming the list
     file, line and reason, with the records in ``problems``); True logs it and leaves it out
-    (``bad_clips`` holds ``(name, line, reason)``). ``exclude``: clip names to leave out (e.g. the bad
-    clips of a ``mdn_fast.data.check`` report, video decoding failures included).
+    (``bad_clips`` holds ``(name, line, reason)``; not logged when a ``screen`` is given: whoever ran the
+    screen has its bad clips and reports them). Either way a split left with no usable clip is refused.
+    ``exclude``: clip names to leave out (e.g. the bad clips of a ``mdn_fast.data.check`` report, video
+    decoding failures included).
 
     release: an ``MA52Release`` already found (then ``root`` is its root, and ``lists`` / ``videos`` /
     ``pose`` / ``prepared`` are not given): its parts, the opened pose source included, are used as found.
@@ -197,10 +199,11 @@ class MA52Dataset(torch.utils.data.Dataset):
                 raise BadClipsError(self.list_file, bad, len(entries),
                                     ". Run mdn_fast.data.check.check_dataset (mdn-fast check-data) for the full "
                                     "list, or pass skip_bad_clips=True to leave them out")
-            summary = BadClipsError(self.list_file, bad, len(entries)).summary
-            log.warning("%s; leaving them out (skip_bad_clips)", summary)
-            for name, line, reason in self.bad_clips[1:]:
-                log.info("%s, line %d: skipping clip %r: %s", self.list_file, line, name, reason)
+            if screen is None:
+                summary = BadClipsError(self.list_file, bad, len(entries)).summary
+                log.warning("%s; leaving them out (skip_bad_clips)", summary)
+                for name, line, reason in self.bad_clips[1:]:
+                    log.info("%s, line %d: skipping clip %r: %s", self.list_file, line, name, reason)
         self.items = [(name, label) for name, label, _ in keep]
         self.lines = [line for _, _, line in keep]
 

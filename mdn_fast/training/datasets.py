@@ -65,14 +65,14 @@ def _ma52_split(cfg, split: str, train: bool):
         raise ValueError(f"--lists {cfg.lists!r}: a list file serves every split, so train and --val-split "
                          f"{cfg.val_split!r} would be the same clips; give the folder holding "
                          f"{{split}}_list_videos.txt")
-    # found once: the screen and the dataset share the parts, the opened pose source included
+    # found once: the screen and the dataset share the parts, the opened pose source included; the
+    # dataset leaves the screen's bad clips out (or refuses a split with none left), this logs them
     release = MA52Release(Path(cfg.root), **_ma52_parts(cfg))
     screen = _ma52_screen(cfg, release, split) if cfg.skip_bad_clips else None
     try:
-        return MA52Dataset(release.root, split, cfg.modality, num_segments=cfg.num_frames, train=train,
-                           short_side=round(cfg.image_size * 256 / 224), crop_size=cfg.image_size,
-                           skip_bad_clips=cfg.skip_bad_clips, release=release, screen=screen,
-                           exclude=screen.bad_clips() if screen is not None else ())
+        ds = MA52Dataset(release.root, split, cfg.modality, num_segments=cfg.num_frames, train=train,
+                         short_side=round(cfg.image_size * 256 / 224), crop_size=cfg.image_size,
+                         skip_bad_clips=cfg.skip_bad_clips, release=release, screen=screen)
     except BadClipsError as e:
         if not e.skippable:
             raise
@@ -80,6 +80,9 @@ def _ma52_split(cfg, split: str, train: bool):
         raise BadClipsError(e.list_file, e.problems, e.listed,
                             f". `mdn-fast check-data --dataset ma52 --root {cfg.root}` lists every unusable clip; "
                             f"add --skip-bad-clips to leave them out") from None
+    if screen is not None:
+        _log_skipped(screen, split)
+    return ds
 
 
 def _ma52_screen(cfg, release, split: str):
@@ -87,19 +90,20 @@ def _ma52_screen(cfg, release, split: str):
     decoding failures are found, which the dataset alone would only meet mid-epoch); the dataset is built
     from it and leaves its bad clips out; rank 0 logs them. Under torchrun every rank screens on its own:
     a rank-0 screen broadcast to the others could outlast the collectives' timeout on a full release."""
-    from ..data.findings import ERROR
     from ..data.ma52 import screen_split
-    main = _rank() == 0
-    screen = screen_split(release, split, modality=cfg.modality, check_videos=cfg.modality != "pose",
-                          findings=False, progress=cfg.progress and main)   # pose: the videos are not read
+    return screen_split(release, split, modality=cfg.modality, check_videos=cfg.modality != "pose",
+                        findings=False, progress=cfg.progress and _rank() == 0)   # pose: the videos are not read
+
+
+def _log_skipped(screen, split: str) -> None:
+    """Rank 0 logs the clips ``--skip-bad-clips`` left out of ``split``, the first with its reason."""
     bad = screen.bad_clips()
-    if bad and main:
-        first = next(p for p in screen.problems if p.severity == ERROR and p.clip)
+    if bad and _rank() == 0:
+        first = next(iter(screen.clip_errors().values()))
         where = first.file + (f", line {first.line}" if first.line is not None else "")
         log.warning("--skip-bad-clips: split %r: leaving out %d of %d listed clips that `mdn-fast check-data` "
                     "finds unusable (first: %s [%s]: %s): %s", split, len(bad), screen.report.clips, where,
                     first.clip, first.message, ", ".join(bad))
-    return screen
 
 
 def _rank() -> int:

@@ -236,8 +236,10 @@ def too_few_clips(cfg: TrainConfig, n: int, world_size: int = 1) -> str:
     if cfg.num_clips > 0:
         return f"num_clips: {head} (--num-clips {cfg.num_clips} kept only the first clips); raise --num-clips " \
                f"(0 = all) or lower --batch-size"
-    most = n - n % world_size if world_size > 1 else n
-    fix = f"use --batch-size {most} or less" if most > 0 else "the split has fewer clips than processes"
+    most = n - n % world_size
+    if n == 0:
+        return f"batch_size: {head}: the training split has no clip"
+    fix = f"use --batch-size {most} or less" if most > 0 else f"it has fewer clips than the {world_size} processes"
     return f"batch_size: {head}: the whole training split has only {n}; {fix}"
 
 

@@ -204,6 +204,22 @@ def test_skip_bad_clips_logs_and_trains_without_them(bad_train_clip, tmp_path, c
     assert torch.load(out / "checkpoint.pt", weights_only=True)["train_config"]["skip_bad_clips"] is True
 
 
+
+def test_skip_bad_clips_refuses_a_split_with_no_usable_clip(bad_train_clip, tmp_path, capsys, caplog):
+    """Every val clip unusable (the pickle holds none of them): --skip-bad-clips cannot leave them all out
+    and train on an empty split (it did: the screen's clips were excluded before the dataset could see
+    them); it refuses, naming the pickle, with the warning logged once, and writes nothing."""
+    root = bad_train_clip
+    write_pose_pickle(root / "MA-52_openpose_28kp" / "MA52_val.pkl", {}, [])
+    out = tmp_path / "r"
+    with caplog.at_level(logging.WARNING):
+        err = _one_line_error(capsys, ["train", *POSE, "--root", str(root), "--skip-bad-clips", "--out", str(out)])
+    assert "val_list_videos.txt: 2 of 2 listed clips cannot be used" in err, err
+    assert f"no listed clip is in {root / 'MA-52_openpose_28kp' / 'MA52_val.pkl'}" in err, err
+    assert not (out / "checkpoint.pt").exists()
+    skipped = [r.getMessage() for r in caplog.records if "leaving" in r.getMessage()]
+    assert len(skipped) == 1 and "split 'train'" in skipped[0], skipped       # train's one clip, logged once
+
 def test_skip_bad_clips_leaves_out_undecodable_videos(tmp_path, caplog):
     """The check opens every video: a clip that exists but cannot be decoded (which the dataset alone
     would only meet mid-epoch) is left out before training starts."""
@@ -307,3 +323,5 @@ def test_too_few_synthetic_clips_still_point_at_num_clips():
     assert msg.endswith("raise --num-clips or lower --batch-size")
     cfg = TrainConfig.for_dataset("ma52", root="x", modality="pose", batch_size=8)
     assert too_few_clips(cfg, 7, world_size=2).endswith("only 7; use --batch-size 6 or less")
+    assert too_few_clips(cfg, 0).endswith("the training split has no clip")
+    assert too_few_clips(cfg, 3, world_size=4).endswith("only 3; it has fewer clips than the 4 processes")
