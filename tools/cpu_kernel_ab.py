@@ -10,9 +10,13 @@ the program can move it by a few percent (see the loop-alignment note in routed_
 ratio reported is version B / version A from both orders. Instruction counts: run the op under
 ``valgrind --tool=callgrind`` instead (deterministic, but blind to such layout effects).
 
-    python -m tools.cpu_kernel_ab dba59eb HEAD            # git revisions of this repository
+    python -m tools.cpu_kernel_ab HEAD~1 HEAD             # git revisions of this repository
     python -m tools.cpu_kernel_ab /path/to/checkout_a .     # or source trees (with csrc/)
     options: --ops fwd,bwd --repeats 3 --rounds 31 --calls 20 --B 256 --T 8 --K 6 --D 256 --cxx g++
+
+The one driver fills version A's argument blocks for both versions, so the two trees must have the same
+csrc/common/op_args.h; where they differ (the blocks' fields moved, as when the backward blocks were
+built on the forward ones) the tool refuses rather than hand one version misread pointers.
 """
 from __future__ import annotations
 
@@ -54,6 +58,21 @@ def source_tree(spec: str, tmp: str, tag: str) -> str:
     return dest
 
 
+ARG_BLOCKS = os.path.join("csrc", "common", "op_args.h")
+
+
+def check_same_arg_blocks(trees: dict, specs: dict) -> None:
+    """Exit naming both versions unless their argument blocks (``ARG_BLOCKS``) are the same text."""
+    texts = {}
+    for v, tree in trees.items():
+        with open(os.path.join(tree, ARG_BLOCKS)) as f:
+            texts[v] = f.read()
+    if texts["A"] != texts["B"]:
+        sys.exit(f"{specs['A']} and {specs['B']} lay out the kernels' argument blocks differently ({ARG_BLOCKS} "
+                 f"differs): the driver fills A's layout for both, so B would read wrong pointers. Compare two "
+                 f"versions with the same {ARG_BLOCKS}.")
+
+
 def compile_slot(cxx: str, tree: str, slot: str, tmp: str, tag: str) -> str:
     """Object file of tree's kernel with entry points slot_fwd / slot_bwd and namespace mdn_<tag>."""
     ns = f"mdn_{tag}"
@@ -88,6 +107,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="cpu_kernel_ab_") as tmp:
         trees = {"A": source_tree(args.a, tmp, "tree_a"), "B": source_tree(args.b, tmp, "tree_b")}
+        check_same_arg_blocks(trees, {"A": args.a, "B": args.b})
         # slot order AB (A in slot0) and BA (B in slot0)
         jobs = [(v, s, f"{v}{s}") for v, s in (("A", "slot0"), ("B", "slot1"), ("B", "slot0"), ("A", "slot1"))]
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -96,7 +116,7 @@ def main() -> None:
         exes = {}
         for order, (o0, o1) in {"AB": ("Aslot0", "Bslot1"), "BA": ("Bslot0", "Aslot1")}.items():
             exe = os.path.join(tmp, f"ab_{order}")
-            # The argument structs are read with version A's headers: both versions must share them.
+            # The argument structs are read with version A's headers (check_same_arg_blocks).
             subprocess.run([args.cxx, *FLAGS, "-I", os.path.join(trees["A"], "csrc"), MAIN, objs[o0], objs[o1],
                             "-o", exe], check=True)
             exes[order] = exe
