@@ -24,7 +24,6 @@ from . import _harness as H
 from ._inputs import entity_mask
 
 MODES = ("fwd", "bwd", "fwd+bwd")
-OPS = ("entity_attention", "routed_merge")
 
 
 def _block_module():

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from mdn_fast.ops import _auto_table, _backends
+from mdn_fast.ops._capabilities import OPS
 
 try:
     from benchmarks import _progress
@@ -35,7 +36,6 @@ except ImportError as e:   # the benchmark harness needs the test tools (pytest,
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE_PATH = REPO / "mdn_fast" / "ops" / "_auto_table.py"
-OPS = ("entity_attention", "routed_merge")
 #: The size the order is measured at: the paper's (B=256 clips of T=8 frames, K=6 entities, D=256, H=8).
 SIZE = dict(B=256, T=8, **PAPER)
 MODES = ("fwd+bwd", "fwd")          # preferred first

@@ -31,7 +31,6 @@ import time
 
 SIZES = {"B1": dict(B=1, T=8, K=6, H=8, Dh=32), "paper": dict(B=16, T=8, K=6, H=8, Dh=32)}
 KINDS = ("raw-fwd", "raw-fwd+bwd", "op-fwd", "op-fwd+bwd")
-OPS = ("entity_attention", "routed_merge")
 
 
 # ---------------------------------------------------------------------------------------- the worker

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..inputs import MODALITIES, modality_needs
 from ..skeleton.layouts import get_layout
 # importing layouts_extra registers coco18_hands28 / coco17 / miga22
 from ..skeleton.layouts_extra import HAND_BLOCKS, hand_groups_swapped, swap_hand_groups
@@ -56,9 +57,8 @@ from .ma52_annotations import (BODY_NAMES, BODY_OF_ACTION, NUM_BODY_CLASSES, NUM
                                read_label_names, read_list)
 from .ma52_pose import (MAX_IMAGE_SIDE, MAX_POSE_FRAMES, PoseJsonDir, PosePickle, open_pose_source,
                         pose_entry_problem)
-from .ma52_release import (MODALITIES, MA52Release, MA52Split, find_list_file, find_pose_source, find_video_dir,
-                           label_names_candidates, list_candidates, modality_needs, pose_candidates, resolve_video,
-                           video_dir_candidates)
+from .ma52_release import (MA52Release, MA52Split, find_list_file, find_pose_source, find_video_dir,
+                           label_names_candidates, list_candidates, pose_candidates, resolve_video, video_dir_candidates)
 from .ma52_screen import BadClipsError, SplitScreen, clip_errors, screen_clips, screen_split
 from .prepare_videos import resolve_prepared
 from .video_decode import ClipReadError, VideoReadError, decode_sampled, video_frame_size
@@ -124,7 +124,7 @@ class MA52Dataset(torch.utils.data.Dataset):
                  video_dir=None, list_file=None, hide_labels: bool | None = None, hand_order: str = "auto",
                  short_side: int = 256, crop_size: int = 224, skip_bad_clips: bool = False, exclude=(),
                  prepared=None, release: MA52Release | None = None, screen: SplitScreen | None = None):
-        need_video, _ = modality_needs(modality)
+        need_video, need_pose = modality_needs(modality)
         if hand_order not in ("auto", "as_is", "swap"):
             raise ValueError(f"hand_order: expected 'auto', 'as_is' or 'swap', got {hand_order!r}")
         if num_segments < 1:
@@ -166,10 +166,9 @@ class MA52Dataset(torch.utils.data.Dataset):
         self.video_dir, self.prepared = None, None
         if self.use_rgb or release.videos is not None or release.prepared is not None:
             self.video_dir, self.prepared = parts.video_parts(entries[0][0])
-        if parts.pose_path is None and modality != "rgb":
-            raise FileNotFoundError(
-                f"MA-52 pose source for split {split!r} (modality {modality!r} needs keypoints): none of "
-                f"{[str(c) for c in pose_candidates(self.root, split)]} exist; pass pose=PATH")
+        if parts.pose_path is None and need_pose:
+            raise FileNotFoundError(f"MA-52 pose source for split {split!r} (modality {modality!r} needs keypoints): "
+                                    f"{parts.no_pose_reason()}; pass pose=PATH")
         self.pose = parts.pose_source(self._layout)
 
         # Bad clips: found now (the clip screen's cheap rules, or the screen given), refused or left out,

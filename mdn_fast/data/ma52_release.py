@@ -25,21 +25,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..inputs import MODALITIES
 from .ma52_annotations import AnnotationError, parse_list
 from .ma52_pose import open_pose_source
 from .prepare_videos import resolve_prepared
-
-#: What each modality reads: (videos, keypoints). "rgb" reads keypoints too when a pose source is found
-#: (they give the entity boxes) but does not need one.
-
-
-def modality_needs(modality: str) -> tuple[bool, bool]:
-    """``(needs videos, needs keypoints)`` of ``modality``; ValueError naming the choices otherwise."""
-    if modality not in MODALITIES:
-        raise ValueError(f"modality: expected one of {MODALITIES}, got {modality!r}")
-    return modality in ("rgb+pose", "rgb"), modality in ("rgb+pose", "pose")
-
 
 def list_candidates(root: Path, split: str) -> list[Path]:
     f = f"{split}_list_videos.txt"
@@ -210,6 +198,10 @@ class MA52Split:
             r = self.release
             self._pose_path = find_pose_source(r.root, self.name, r.pose)
         return self._pose_path
+
+    def no_pose_reason(self) -> str:
+        """Where a pose source was looked for, for the refusal when the modality needs one and none exists."""
+        return f"none of {[str(c) for c in pose_candidates(self.release.root, self.name)]} exist"
 
     def pose_source(self, layout):
         """The opened pose source (``PosePickle`` / ``PoseJsonDir``), None when the split has none."""

@@ -27,7 +27,8 @@ from ..skeleton.layouts_extra import HAND_BLOCKS, hand_groups_swapped
 from .findings import ERROR, INFO, WARNING, Problem, SplitReport, problem, progress_bar
 from .ma52_annotations import AnnotationError
 from .ma52_pose import PosePickle
-from .ma52_release import MA52Release, modality_needs, pose_candidates, resolve_video
+from ..inputs import modality_needs
+from .ma52_release import MA52Release, resolve_video
 from .video_decode import video_info
 
 
@@ -271,8 +272,7 @@ def screen_split(release: MA52Release, split: str, *, modality: str = "rgb+pose"
         p = parts.pose_path
         if p is None:
             if need_pose:
-                add(ERROR, root, None, None, "no pose source found: none of "
-                    f"{[str(c) for c in pose_candidates(root, split)]} exist", "refuse_split")
+                add(ERROR, root, None, None, f"no pose source found: {parts.no_pose_reason()}", "refuse_split")
         else:
             sr.files["pose"] = str(p)
             src = parts.pose_source(lay)

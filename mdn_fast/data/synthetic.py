@@ -48,8 +48,6 @@ BODY_OF_CLASS = (0, 1, 1, 1, 2, 3, 4, 4, 5, 5, 6, 6)
 #: Classes only a temporal model can tell apart (pairs with the same single-frame distribution).
 RHYTHM_PAIRS = ((8, 9), (10, 11))
 
-#: ImageNet normalisation applied to rendered frames.
-
 _SPLITS = {"train": 0, "val": 1}
 _R = BODY25.roles
 _NUM_JOINTS = BODY25.num_joints
