@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "mdn_hd.h"
 
@@ -136,46 +137,37 @@ template <> struct Scalar<double> {
   static MDN_HD double load(double x) { return x; }
   static MDN_HD double store(double x) { return x; }
 };
+#if MDN_TOOLKIT_CONVERSIONS
 template <> struct Scalar<Half16> {
   using storage = uint16_t;
   using acc = float;
-  static MDN_HD float load(uint16_t x) {
-#if MDN_TOOLKIT_CONVERSIONS
-    __half_raw r;
-    r.x = x;
-    return __half2float(__half(r));
-#else
-    return half_to_float(x);
-#endif
-  }
-  static MDN_HD uint16_t store(float x) {
-#if MDN_TOOLKIT_CONVERSIONS
-    return static_cast<__half_raw>(__float2half_rn(x)).x;
-#else
-    return float_to_half(x);
-#endif
-  }
+  static MDN_HD float load(uint16_t x) { return __half2float(__half(__half_raw{x})); }
+  static MDN_HD uint16_t store(float x) { return static_cast<__half_raw>(__float2half_rn(x)).x; }
 };
 template <> struct Scalar<BFloat16> {
   using storage = uint16_t;
   using acc = float;
-  static MDN_HD float load(uint16_t x) {
-#if MDN_TOOLKIT_CONVERSIONS
-    __nv_bfloat16_raw r;
-    r.x = x;
-    return __bfloat162float(__nv_bfloat16(r));
-#else
-    return bf16_to_float(x);
-#endif
-  }
-  static MDN_HD uint16_t store(float x) {
-#if MDN_TOOLKIT_CONVERSIONS
-    return static_cast<__nv_bfloat16_raw>(__float2bfloat16_rn(x)).x;
-#else
-    return float_to_bf16(x);
-#endif
-  }
+  static MDN_HD float load(uint16_t x) { return __bfloat162float(__nv_bfloat16(__nv_bfloat16_raw{x})); }
+  static MDN_HD uint16_t store(float x) { return static_cast<__nv_bfloat16_raw>(__float2bfloat16_rn(x)).x; }
 };
+#else
+template <> struct Scalar<Half16> {
+  using storage = uint16_t;
+  using acc = float;
+  static MDN_HD float load(uint16_t x) { return half_to_float(x); }
+  static MDN_HD uint16_t store(float x) { return float_to_half(x); }
+};
+template <> struct Scalar<BFloat16> {
+  using storage = uint16_t;
+  using acc = float;
+  static MDN_HD float load(uint16_t x) { return bf16_to_float(x); }
+  static MDN_HD uint16_t store(float x) { return float_to_bf16(x); }
+};
+#endif
+
+// True for the types stored as their accumulation type (float, double): their rows can be used in place.
+template <typename Tag>
+constexpr bool kStoredAsAcc = std::is_same<typename Scalar<Tag>::storage, typename Scalar<Tag>::acc>::value;
 
 // The dtype switch of every kernel entry point, CPU and CUDA (after flash-attention's FP16_SWITCH):
 // runs body(DTypeTag<Tag>{}) for the tag of `dt`, where the body names the type as

@@ -19,6 +19,12 @@
 #define MDN_CPU_CLONES
 #endif
 
+// An entry point over a range of tasks [b, e), cloned per ISA level: `name(DTypeTag<Tag>, args, b, e)` calls
+// the kernel body `impl...` (a template instance: the trailing argument takes its commas). Overloads on
+// the dtype tag, plain functions since the clones cannot be templates; dispatch_dtype picks one.
+#define MDN_RANGE_FN(name, Args, Tag, ...) \
+  MDN_CPU_CLONES void name(DTypeTag<Tag>, const Args& a, int64_t b, int64_t e) { __VA_ARGS__(a, b, e); }
+
 namespace mdn {
 
 // exp(x) for float in plain arithmetic (Cephes-style: x = n ln2 + r, |r| <= ln2 / 2, a degree-6

@@ -59,8 +59,8 @@ template <typename T> RowsOf<T> rows_of(const T* x, const Strides6& s, int axis,
 }
 
 // True when rows of this tensor can be read in place as accumulation-type vectors of Dp = Dh elements.
-template <typename T, typename A> bool in_place(const Strides6& s, int64_t Dh) {
-  return std::is_same<T, A>::value && s.d == 1 && Dh % kVec == 0;
+template <typename Tag> bool in_place(const Strides6& s, int64_t Dh) {
+  return kStoredAsAcc<Tag> && s.d == 1 && Dh % kVec == 0;
 }
 
 // Pointers to the rows `members[0..n)`, either in place or converted into buf[c * Dp .. + Dp) with
@@ -244,9 +244,9 @@ template <typename Tag> void fwd_clips(const EntityAttentionFwdArgs& a, int64_t 
   const EntityAttentionShape sh = a.shape;
   const int64_t Dh = sh.Dh, Dp = round_up(Dh, kVec);
   const Strides6 so = contiguous_strides6(sh.B, sh.T, sh.K, sh.H, sh.Dh);
-  const bool q_direct = in_place<T, A>(a.sq, Dh);
-  const bool k_direct = in_place<T, A>(a.sk, Dh), v_direct = in_place<T, A>(a.sv, Dh);
-  const bool o_direct = std::is_same<T, A>::value && Dh % kVec == 0;
+  const bool q_direct = in_place<Tag>(a.sq, Dh);
+  const bool k_direct = in_place<Tag>(a.sk, Dh), v_direct = in_place<Tag>(a.sv, Dh);
+  const bool o_direct = kStoredAsAcc<Tag> && Dh % kVec == 0;
   const A scale = static_cast<A>(a.scale);
   T* out = static_cast<T*>(a.out);
   A* lse = static_cast<A*>(a.lse);
@@ -318,9 +318,9 @@ template <typename Tag> void bwd_clips(const EntityAttentionBwdArgs& a, int64_t 
   const EntityAttentionShape sh = a.shape;
   const int64_t Dh = sh.Dh, Dp = round_up(Dh, kVec);
   const Strides6 so = contiguous_strides6(sh.B, sh.T, sh.K, sh.H, sh.Dh);
-  const bool q_direct = in_place<T, A>(a.sq, Dh), k_direct = in_place<T, A>(a.sk, Dh);
-  const bool v_direct = in_place<T, A>(a.sv, Dh), do_direct = in_place<T, A>(a.sdo, Dh);
-  const bool o_direct = std::is_same<T, A>::value && Dh % kVec == 0;
+  const bool q_direct = in_place<Tag>(a.sq, Dh), k_direct = in_place<Tag>(a.sk, Dh);
+  const bool v_direct = in_place<Tag>(a.sv, Dh), do_direct = in_place<Tag>(a.sdo, Dh);
+  const bool o_direct = kStoredAsAcc<Tag> && Dh % kVec == 0;
   const A scale = static_cast<A>(a.scale);
   const A* lse = static_cast<const A*>(a.lse);
   T* dq = static_cast<T*>(a.dq);
@@ -418,17 +418,14 @@ template <typename Tag> void bwd_clips(const EntityAttentionBwdArgs& a, int64_t 
 // same loops run with AVX2 / AVX-512 where the CPU has them and SSE2 elsewhere. Overloads on the dtype
 // tag (plain functions: the clones are not templates), picked by dispatch_dtype. (Making Dh = 32 a
 // compile-time constant was tried: no measurable gain, so the head dim stays a runtime value.)
-#define MDN_RANGE_FN(name, impl, Args, Tag) \
-  MDN_CPU_CLONES void name(DTypeTag<Tag>, const Args& a, int64_t b, int64_t e) { impl<Tag>(a, b, e); }
-MDN_RANGE_FN(fwd_range, fwd_clips, EntityAttentionFwdArgs, float)
-MDN_RANGE_FN(fwd_range, fwd_clips, EntityAttentionFwdArgs, double)
-MDN_RANGE_FN(fwd_range, fwd_clips, EntityAttentionFwdArgs, Half16)
-MDN_RANGE_FN(fwd_range, fwd_clips, EntityAttentionFwdArgs, BFloat16)
-MDN_RANGE_FN(bwd_range, bwd_clips, EntityAttentionBwdArgs, float)
-MDN_RANGE_FN(bwd_range, bwd_clips, EntityAttentionBwdArgs, double)
-MDN_RANGE_FN(bwd_range, bwd_clips, EntityAttentionBwdArgs, Half16)
-MDN_RANGE_FN(bwd_range, bwd_clips, EntityAttentionBwdArgs, BFloat16)
-#undef MDN_RANGE_FN
+MDN_RANGE_FN(fwd_range, EntityAttentionFwdArgs, float, fwd_clips<float>)
+MDN_RANGE_FN(fwd_range, EntityAttentionFwdArgs, double, fwd_clips<double>)
+MDN_RANGE_FN(fwd_range, EntityAttentionFwdArgs, Half16, fwd_clips<Half16>)
+MDN_RANGE_FN(fwd_range, EntityAttentionFwdArgs, BFloat16, fwd_clips<BFloat16>)
+MDN_RANGE_FN(bwd_range, EntityAttentionBwdArgs, float, bwd_clips<float>)
+MDN_RANGE_FN(bwd_range, EntityAttentionBwdArgs, double, bwd_clips<double>)
+MDN_RANGE_FN(bwd_range, EntityAttentionBwdArgs, Half16, bwd_clips<Half16>)
+MDN_RANGE_FN(bwd_range, EntityAttentionBwdArgs, BFloat16, bwd_clips<BFloat16>)
 
 bool sizes_ok(const EntityAttentionShape& s) {
   return s.P >= 1 && s.P <= kMaxPaths && s.Dh >= 1 && s.Dh <= kMaxDh && s.T >= 1 && s.T <= kMaxT &&

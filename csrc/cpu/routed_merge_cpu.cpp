@@ -392,8 +392,6 @@ template <typename Tag> void bwd_weights(const RoutedMergeBwdArgs& a, int64_t be
 // Entry points per (dtype, policy), each compiled per ISA level: overloads on the dtype tag (plain
 // functions, not templates: one set of clones each), picked by dispatch_dtype. Direct rows exist for the
 // types stored as their accumulation type (float, double) only.
-#define MDN_RANGE_FN(name, Args, Tag, ...) \
-  MDN_CPU_CLONES void name(DTypeTag<Tag>, const Args& a, int64_t b, int64_t e) { __VA_ARGS__(a, b, e); }
 MDN_RANGE_FN(fwd_direct, RoutedMergeFwdArgs, float, fwd_clips<float, true>)
 MDN_RANGE_FN(fwd_direct, RoutedMergeFwdArgs, double, fwd_clips<double, true>)
 MDN_RANGE_FN(fwd_converted, RoutedMergeFwdArgs, float, fwd_clips<float, false>)
@@ -410,15 +408,11 @@ MDN_RANGE_FN(bwd_router, RoutedMergeBwdArgs, float, bwd_weights<float>)
 MDN_RANGE_FN(bwd_router, RoutedMergeBwdArgs, double, bwd_weights<double>)
 MDN_RANGE_FN(bwd_router, RoutedMergeBwdArgs, Half16, bwd_weights<Half16>)
 MDN_RANGE_FN(bwd_router, RoutedMergeBwdArgs, BFloat16, bwd_weights<BFloat16>)
-#undef MDN_RANGE_FN
 
-template <typename Tag>
-constexpr bool kStoredAsAcc = std::is_same<typename Scalar<Tag>::storage, typename Scalar<Tag>::acc>::value;
-
-// Rows can be read and written in place: a type stored as its accumulation type (float, double) with unit
-// feature stride and whole vectors.
-template <typename Tag> bool direct_rows(int64_t D, std::initializer_list<int64_t> feature_strides) {
-  if (!kStoredAsAcc<Tag> || D % kVec != 0) return false;
+// Rows of a type stored as its accumulation type (kStoredAsAcc) can be read and written in place when
+// every tensor has unit feature stride and the rows are whole vectors.
+bool unit_rows(int64_t D, std::initializer_list<int64_t> feature_strides) {
+  if (D % kVec != 0) return false;
   for (int64_t s : feature_strides)
     if (s != 1) return false;
   return true;
@@ -432,11 +426,11 @@ int routed_merge_fwd_cpu(const RoutedMergeFwdArgs& a, const ParallelFor& pf) {
   if (!sizes_ok(a.B, a.T, a.K, a.D)) return kBadSize;
   return dispatch_dtype(a.dtype, [&](auto tag) {
     using Tag = typename decltype(tag)::type;
-    if (direct_rows<Tag>(a.D, {a.s_st.d, a.s_ts.d})) {
-      if constexpr (kStoredAsAcc<Tag>) pf(0, a.B, 1, [&](int64_t b, int64_t e) { fwd_direct(tag, a, b, e); });
-    } else {
-      pf(0, a.B, 1, [&](int64_t b, int64_t e) { fwd_converted(tag, a, b, e); });
+    if constexpr (kStoredAsAcc<Tag>) {
+      if (unit_rows(a.D, {a.s_st.d, a.s_ts.d}))
+        return pf(0, a.B, 1, [&](int64_t b, int64_t e) { fwd_direct(tag, a, b, e); });
     }
+    pf(0, a.B, 1, [&](int64_t b, int64_t e) { fwd_converted(tag, a, b, e); });
   });
 }
 
@@ -444,11 +438,13 @@ int routed_merge_bwd_cpu(const RoutedMergeBwdArgs& a, const ParallelFor& pf) {
   if (!sizes_ok(a.B, a.T, a.K, a.D)) return kBadSize;
   return dispatch_dtype(a.dtype, [&](auto tag) {
     using Tag = typename decltype(tag)::type;
-    if (direct_rows<Tag>(a.D, {a.s_st.d, a.s_ts.d, a.s_dy.d})) {
-      if constexpr (kStoredAsAcc<Tag>) pf(0, a.B, 1, [&](int64_t b, int64_t e) { bwd_direct(tag, a, b, e); });
-    } else {
+    [&] {  // the clips, then the router's gradients
+      if constexpr (kStoredAsAcc<Tag>) {
+        if (unit_rows(a.D, {a.s_st.d, a.s_ts.d, a.s_dy.d}))
+          return pf(0, a.B, 1, [&](int64_t b, int64_t e) { bwd_direct(tag, a, b, e); });
+      }
       pf(0, a.B, 1, [&](int64_t b, int64_t e) { bwd_converted(tag, a, b, e); });
-    }
+    }();
     pf(0, a.K, 1, [&](int64_t b, int64_t e) { bwd_router(tag, a, b, e); });
   });
 }
