@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .video_reformat import reformat_frame
+
 MANIFEST = "prepared_manifest.json"
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 DEFAULT_GOP = 8          # sampled frames of a 50-75-frame clip are 6-9 frames apart (8 TSN segments)
@@ -196,7 +198,7 @@ def _encode_to(src: Path, tmp: Path, n_src: int, h0: int, w0: int, short_side: i
             ost.codec_context.thread_count = 1
             ost.codec_context.time_base = tb
             for i, frame in enumerate(ic.decode(ist)):
-                small = frame.reformat(width=w1, height=h1, format=pix_fmt, interpolation="AREA")
+                small = reformat_frame(frame, width=w1, height=h1, format=pix_fmt, interpolation="AREA")
                 small.pts = i
                 small.time_base = tb
                 for p in ost.encode(small):

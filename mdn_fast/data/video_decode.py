@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .video_reformat import frame_to_rgb24
 from .video_sampling import tsn_sample_indices
 
 
@@ -260,7 +261,7 @@ def _decode(path, choose, threads, sequential: bool):
     if not got:
         raise VideoReadError(f"video file {str(path)!r}: no frame could be decoded")
     # only the kept frames are converted to RGB (the conversion of a 1080p frame costs about a decode)
-    arrays = {i: f.to_ndarray(format="rgb24") for i, f in got.items()}
+    arrays = {i: frame_to_rgb24(f) for i, f in got.items()}   # fork-safe: see video_reformat
     return np.stack([arrays[int(i)] for i in idx]), idx, n
 
 
