@@ -9,9 +9,7 @@
 #if defined(MDN_CUDA_EMULATE)
 #include "../emu/cuda_emu.h"
 #else
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
+#include <cuda_runtime.h>  // cuda_fp16 / cuda_bf16 come with dtype.h, below
 #define MDN_LAUNCH(kernel, grid, block, shared_bytes, stream) kernel<<<grid, block, shared_bytes, stream>>>
 #endif
 

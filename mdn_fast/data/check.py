@@ -25,7 +25,7 @@ from ..skeleton.layouts import get_layout
 from ..skeleton.layouts_extra import hand_groups_swapped
 # the report's records, defined with the MA-52 clip screen that writes them too; re-exported here
 from .findings import ACTIONS, ERROR, INFO, WARNING, Problem, Report, SplitReport, progress_bar  # noqa: F401
-from .ma52_annotations import NUM_CLASSES as MA52_CLASSES, SPLITS as MA52_SPLITS, AnnotationError, read_label_names
+from .ma52_annotations import LAYOUT as MA52_LAYOUT, NUM_CLASSES as MA52_CLASSES, SPLITS as MA52_SPLITS, AnnotationError, read_label_names
 from ..inputs import modality_needs
 from .ma52_release import MA52Release
 from .ma52_screen import have_pyav, screen_split
@@ -47,7 +47,7 @@ def check_dataset(name: str, root, splits=None, *, modality: str = "rgb+pose", l
     if name == "ma52":
         if release is None:
             release = MA52Release(root, lists=lists, videos=videos, pose=pose, prepared=prepared)
-        return _check_ma52(release, tuple(splits or MA52_SPLITS), modality, layout or "coco18_hands28",
+        return _check_ma52(release, tuple(splits or MA52_SPLITS), modality, layout or MA52_LAYOUT,
                            check_videos, progress)
     if name == "imigue":
         return _check_imigue(Path(root), splits, progress)

@@ -52,9 +52,9 @@ from ..skeleton.layouts import get_layout
 # importing layouts_extra registers coco18_hands28 / coco17 / miga22
 from ..skeleton.layouts_extra import HAND_BLOCKS, hand_groups_swapped, swap_hand_groups
 from .findings import SplitReport
-from .ma52_annotations import (BODY_NAMES, BODY_OF_ACTION, NUM_BODY_CLASSES, NUM_CLASSES, SPLITS, VIDEO_EXTENSIONS,
-                               AnnotationError, body_of_action, clip_key, clip_prefix, listed_clips, parse_list,
-                               read_label_names, read_list)
+from .ma52_annotations import (BODY_NAMES, BODY_OF_ACTION, LAYOUT, NUM_BODY_CLASSES, NUM_CLASSES, SPLITS,
+                               VIDEO_EXTENSIONS, AnnotationError, body_of_action, clip_key, clip_prefix, listed_clips,
+                               parse_list, read_label_names, read_list)
 from .ma52_pose import (MAX_IMAGE_SIDE, MAX_POSE_FRAMES, PoseJsonDir, PosePickle, open_pose_source,
                         pose_entry_problem)
 from .ma52_release import (MA52Release, MA52Split, find_list_file, find_pose_source, find_video_dir,
@@ -66,7 +66,7 @@ from .video_sampling import frame_map, tsn_sample_indices
 from .video_transforms import apply_to_frames, apply_to_keypoints, make_crop_plan
 
 __all__ = [
-    "NUM_CLASSES", "NUM_BODY_CLASSES", "BODY_NAMES", "BODY_OF_ACTION", "MODALITIES", "SPLITS", "VIDEO_EXTENSIONS",
+    "NUM_CLASSES", "NUM_BODY_CLASSES", "BODY_NAMES", "BODY_OF_ACTION", "LAYOUT", "MODALITIES", "SPLITS", "VIDEO_EXTENSIONS",
     "AnnotationError", "body_of_action", "clip_key", "clip_prefix", "parse_list", "read_list", "listed_clips",
     "read_label_names", "MAX_POSE_FRAMES", "MAX_IMAGE_SIDE", "pose_entry_problem", "PosePickle", "PoseJsonDir",
     "open_pose_source", "MA52Release", "MA52Split", "modality_needs", "list_candidates", "video_dir_candidates",
@@ -119,7 +119,7 @@ class MA52Dataset(torch.utils.data.Dataset):
     num_body_classes = NUM_BODY_CLASSES
     body_names = BODY_NAMES
 
-    def __init__(self, root, split: str = "train", modality: str = "rgb+pose", layout: str = "coco18_hands28",
+    def __init__(self, root, split: str = "train", modality: str = "rgb+pose", layout: str = LAYOUT,
                  num_segments: int = 8, train: bool | None = None, *, pose=None, videos=None, lists=None,
                  video_dir=None, list_file=None, hide_labels: bool | None = None, hand_order: str = "auto",
                  short_side: int = 256, crop_size: int = 224, skip_bad_clips: bool = False, exclude=(),

@@ -12,6 +12,8 @@ from pathlib import Path
 
 NUM_CLASSES = 52
 NUM_BODY_CLASSES = 7
+#: Keypoint layout of the release's pose pickles (facts.md): COCO-18 body and face, then 2 x 14 hand points.
+LAYOUT = "coco18_hands28"
 BODY_NAMES = ("body", "head", "upper limb", "lower limb", "body-hand", "head-hand", "leg-hand")
 #: Body class of each action id (facts.md): 0-4 body, 5-10 head, 11-23 upper limb, 24-31 lower limb,
 #: 32-37 body-hand, 38-47 head-hand, 48-51 leg-hand.

@@ -25,7 +25,7 @@ import numpy as np
 from ..skeleton.layouts import get_layout
 from ..skeleton.layouts_extra import HAND_BLOCKS, hand_groups_swapped
 from .findings import ERROR, INFO, WARNING, Problem, SplitReport, problem, progress_bar
-from .ma52_annotations import AnnotationError
+from .ma52_annotations import LAYOUT, AnnotationError
 from .ma52_pose import PosePickle
 from ..inputs import modality_needs
 from .ma52_release import MA52Release, resolve_video
@@ -217,7 +217,7 @@ def have_pyav() -> bool:
     return True
 
 
-def screen_split(release: MA52Release, split: str, *, modality: str = "rgb+pose", layout: str = "coco18_hands28",
+def screen_split(release: MA52Release, split: str, *, modality: str = "rgb+pose", layout: str = LAYOUT,
                  hidden_ok: bool | None = None, check_videos: bool = True, findings: bool = True,
                  progress: bool = False, train_labels=None) -> SplitScreen:
     """Screen split ``split`` of ``release`` as check-data reports it: the list (each bad line), the pose

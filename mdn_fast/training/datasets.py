@@ -46,8 +46,8 @@ SYNTHETIC = register_dataset(DatasetEntry(
 # ------------------------------------------------------------------------------------------ MA-52
 def _ma52_spec(class_names=None) -> DatasetSpec:
     from ..skeleton.layouts import ENTITIES
-    from ..data.ma52 import BODY_NAMES, BODY_OF_ACTION, NUM_BODY_CLASSES, NUM_CLASSES
-    return DatasetSpec("ma52", NUM_CLASSES, NUM_BODY_CLASSES, "coco18_hands28", tuple(ENTITIES),
+    from ..data.ma52 import BODY_NAMES, BODY_OF_ACTION, LAYOUT, NUM_BODY_CLASSES, NUM_CLASSES
+    return DatasetSpec("ma52", NUM_CLASSES, NUM_BODY_CLASSES, LAYOUT, tuple(ENTITIES),
                        tuple(BODY_OF_ACTION), tuple(class_names) if class_names else None, tuple(BODY_NAMES))
 
 
