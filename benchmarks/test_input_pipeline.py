@@ -338,7 +338,8 @@ def _cpu_has(flag: str) -> bool:
 def _markdown(r: dict) -> str:
     L = [f"## Input pipeline ({r['environment']['cpu_model']}, {r['environment']['date']}, commit "
          f"{str(r['environment'].get('git_commit'))[:10]}; load average {r.get('load_avg_start')} -> "
-         f"{r.get('load_avg_end')}, {os.cpu_count()} cores)", ""]
+         f"{r.get('load_avg_end')}, {os.cpu_count()} cores, PyAV {r['environment'].get('pyav')}, "
+         f"libavcodec {r['environment'].get('ffmpeg')})", ""]
     if "fixtures" in r:
         f = r["fixtures"]
         L.append(f"Fixtures: {len(f['clips'])} generated H.264 clips {f['size_hw'][1]}x{f['size_hw'][0]} "
@@ -385,6 +386,9 @@ def _write_report():
     from . import _report
     RESULT["load_avg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     RESULT["environment"] = _report.environment(["cpu"])
+    import av                                       # the decoder's version moves these figures (and its bugs)
+    RESULT["environment"]["pyav"] = av.__version__
+    RESULT["environment"]["ffmpeg"] = ".".join(map(str, av.library_versions.get("libavcodec", ())))
     RESULT["quick"] = H.quick()
     d = Path(tempfile.gettempdir()) / "mdn_fast_bench_quick" if H.quick() else Path(
         os.environ.get("MDN_FAST_BENCH_RESULTS", _HERE / "results"))
