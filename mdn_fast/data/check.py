@@ -25,7 +25,8 @@ from ..skeleton.layouts import get_layout
 from ..skeleton.layouts_extra import hand_groups_swapped
 # the report's records, defined with the MA-52 clip screen that writes them too; re-exported here
 from .findings import ACTIONS, ERROR, INFO, WARNING, Problem, Report, SplitReport, progress_bar  # noqa: F401
-from .ma52_annotations import LAYOUT as MA52_LAYOUT, NUM_CLASSES as MA52_CLASSES, SPLITS as MA52_SPLITS, AnnotationError, read_label_names
+from .ma52_annotations import (LAYOUT as MA52_LAYOUT, NUM_CLASSES as MA52_CLASSES, SPLITS as MA52_SPLITS,
+                               AnnotationError, read_label_names)
 from ..inputs import modality_needs
 from .ma52_release import MA52Release
 from .ma52_screen import have_pyav, screen_split

@@ -66,7 +66,8 @@ from .video_sampling import frame_map, tsn_sample_indices
 from .video_transforms import apply_to_frames, apply_to_keypoints, make_crop_plan
 
 __all__ = [
-    "NUM_CLASSES", "NUM_BODY_CLASSES", "BODY_NAMES", "BODY_OF_ACTION", "LAYOUT", "MODALITIES", "SPLITS", "VIDEO_EXTENSIONS",
+    "NUM_CLASSES", "NUM_BODY_CLASSES", "BODY_NAMES", "BODY_OF_ACTION", "LAYOUT", "MODALITIES", "SPLITS",
+    "VIDEO_EXTENSIONS",
     "AnnotationError", "body_of_action", "clip_key", "clip_prefix", "parse_list", "read_list", "listed_clips",
     "read_label_names", "MAX_POSE_FRAMES", "MAX_IMAGE_SIDE", "pose_entry_problem", "PosePickle", "PoseJsonDir",
     "open_pose_source", "MA52Release", "MA52Split", "modality_needs", "list_candidates", "video_dir_candidates",

@@ -83,13 +83,18 @@ def video_frame_size(path) -> tuple[int, int]:
     return tuple(decode_frames(path, [0]).shape[1:3])
 
 
-def _decode_threads(stream, threads: int | None) -> None:
-    """``threads=None``: one decoding thread inside a DataLoader worker (the workers are the parallelism;
-    a frame-threaded decoder per worker only oversubscribes the cores), FFmpeg's automatic threading
-    otherwise. An int forces that many (1 = single-threaded, what per-core throughput measures)."""
+def _resolve_threads(threads: int | None) -> int:
+    """Threads for decoding and RGB conversion. ``None``: 1 inside a DataLoader worker (the workers are the
+    parallelism; threaded decoding per worker only oversubscribes the cores), else 0 (FFmpeg's automatic
+    threading). An int forces that many (1 = single-threaded, what per-core throughput measures)."""
     if threads is None:
         import torch.utils.data
         threads = 1 if torch.utils.data.get_worker_info() is not None else 0
+    return int(threads)
+
+
+def _decode_threads(stream, threads: int) -> None:
+    """Set ``stream``'s decoder to ``threads`` (from ``_resolve_threads``)."""
     if threads == 1:
         stream.codec_context.thread_count = 1
     else:
@@ -235,6 +240,7 @@ def _decode(path, choose, threads, sequential: bool):
     """Shared body of ``decode_frames`` and ``decode_sampled``: ``(frames uint8 [T, H, W, 3], indices,
     frame count)``. ``choose(n) -> indices`` picks the indices once the frame count is known."""
     res = None
+    threads = _resolve_threads(threads)
     try:
         if not sequential:
             with open_video(path) as container:
@@ -261,7 +267,7 @@ def _decode(path, choose, threads, sequential: bool):
     if not got:
         raise VideoReadError(f"video file {str(path)!r}: no frame could be decoded")
     # only the kept frames are converted to RGB (the conversion of a 1080p frame costs about a decode)
-    arrays = {i: frame_to_rgb24(f) for i, f in got.items()}   # fork-safe: see video_reformat
+    arrays = {i: frame_to_rgb24(f, threads) for i, f in got.items()}   # fork-safe: see video_reformat
     return np.stack([arrays[int(i)] for i in idx]), idx, n
 
 
@@ -282,7 +288,7 @@ def decode_frames(path, indices, *, threads: int | None = None, sequential: bool
     so a short keyframe interval (``prepare_videos``) turns into proportionally less decoding, and only
     the requested frames are converted to RGB. Other streams, or when that fails, are decoded in order
     up to the last requested frame (``sequential=True`` forces it). An index past the end of the stream
-    (container frame counts can overstate) gets the last frame. ``threads``: see ``_decode_threads``.
+    (container frame counts can overstate) gets the last frame. ``threads``: see ``_resolve_threads``.
     """
     idx = _check_indices(indices)
     return _decode(path, lambda n: idx, threads, sequential)[0]

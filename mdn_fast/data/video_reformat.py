@@ -10,12 +10,12 @@ would wait on the same missing threads). PyAV is imported on first use.
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 
 _local = threading.local()
 _inherited: list = []               # reformatters made before a fork: never freed in the child
-_takes_threads: bool | None = None  # older PyAV (14) has no ``threads`` argument; 17 and 18 have
 
 
 def _reformatter():
@@ -29,31 +29,24 @@ def _reformatter():
     return r
 
 
-def _scale_threads() -> int:
-    """1 inside a DataLoader worker (the workers are the parallelism, as for decoding), else 0: FFmpeg's
-    automatic choice, PyAV's default."""
-    import torch.utils.data
-    return 1 if torch.utils.data.get_worker_info() is not None else 0
+@functools.cache
+def _takes_threads(cls) -> bool:
+    """Whether ``cls.reformat`` has a ``threads`` argument (PyAV 17 and 18 do; 14.0 to 16.1 do not), read from the
+    signature line Cython writes first in its docstring; without one, PyAV's default is kept."""
+    return "threads=" in (cls.reformat.__doc__ or "").split("\n", 1)[0]
 
 
-def reformat_frame(frame, **kwargs):
+def reformat_frame(frame, *, threads: int | None = None, **kwargs):
     """``frame.reformat(**kwargs)`` (PyAV's arguments: width, height, format, interpolation, ...) through
-    this process's own reformatter; safe after a fork."""
-    global _takes_threads
+    this process's own reformatter; safe after a fork. ``threads``: scaling threads (0 = FFmpeg's choice);
+    None, or a PyAV without the argument, keeps PyAV's default."""
     r = _reformatter()
-    if _takes_threads is not False:
-        try:
-            out = r.reformat(frame, threads=_scale_threads(), **kwargs)
-            _takes_threads = True
-            return out
-        except TypeError:
-            if _takes_threads:          # the argument is known: the TypeError is about something else
-                raise
-            _takes_threads = False
+    if threads is not None and _takes_threads(type(r)):
+        kwargs["threads"] = threads
     return r.reformat(frame, **kwargs)
 
 
-def frame_to_rgb24(frame):
+def frame_to_rgb24(frame, threads: int | None = None):
     """uint8 ``[H, W, 3]`` RGB array of a decoded PyAV frame (what ``frame.to_ndarray(format="rgb24")``
-    gives), converted fork-safely."""
-    return reformat_frame(frame, format="rgb24").to_ndarray()
+    gives), converted fork-safely; ``threads`` as in ``reformat_frame``."""
+    return reformat_frame(frame, format="rgb24", threads=threads).to_ndarray()

@@ -96,14 +96,23 @@ def test_pyav_without_a_threads_argument(monkeypatch, clip):
 
     class OldReformatter:                              # PyAV 14's signature: no ``threads``
         def reformat(self, frame, width=None, height=None, format=None, interpolation=None):
+            """VideoReformatter.reformat(VideoFrame frame, width=None, height=None, format=None, src_colorspace=None, dst_colorspace=None, interpolation=None, src_color_range=None, dst_color_range=None)
+            Create a new :class:`VideoFrame` with the given width/height/format/colorspace."""
             calls.append(format)
             return frame.reformat(width=width, height=height, format=format, interpolation=interpolation)
 
     monkeypatch.setattr(R, "_reformatter", lambda: OldReformatter())
-    monkeypatch.setattr(R, "_takes_threads", None)
     with av.open(str(clip)) as c:
         f = next(c.decode(video=0))
-    assert R.frame_to_rgb24(f).shape == (96, 80, 3)
-    assert R._takes_threads is False and calls == ["rgb24"]
-    R.frame_to_rgb24(f)                                # known now: one call, no retry
+    assert R.frame_to_rgb24(f, threads=1).shape == (96, 80, 3)
+    assert R._takes_threads(OldReformatter) is False and calls == ["rgb24"]
+    R.frame_to_rgb24(f, threads=1)                     # known now: one call, no retry
     assert calls == ["rgb24", "rgb24"]
+
+
+def test_this_pyav_takes_threads_when_its_signature_says_so():
+    from av.video.reformatter import VideoReformatter
+    doc = (VideoReformatter.reformat.__doc__ or "").split("\n", 1)[0]
+    assert doc.startswith("VideoReformatter.reformat("), f"PyAV {av.__version__} changed its docstring: {doc!r}"
+    major = int(av.__version__.split(".")[0])
+    assert R._takes_threads(VideoReformatter) is (major >= 17)     # 17.0.0 and 18.x have it; 14.0 to 16.1 not
